@@ -1,0 +1,233 @@
+"""Strict loading of the configuration file: parse, reject unknown keys, apply defaults, validate.
+
+Every problem becomes one message that starts with its path in the file, e.g.
+``services.backend.probes[0].timeout: must be > 0``; all problems of a file are reported at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from monitoriza.config.schema import PROBE_KINDS, Config, Service
+from monitoriza.exceptions import ConfigError
+
+ROOT = "(root)"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Hashable, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Hashable, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def format_path(loc: Iterable[int | str]) -> str:
+    """``("services", "backend", "probes", 0, "timeout")`` → ``services.backend.probes[0].timeout``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else part
+    return text or ROOT
+
+
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def _message(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx", {})
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in _TYPE_NAMES:
+        return f"expected {_TYPE_NAMES[kind]}, got {_describe(error['input'])}"
+    if kind == "literal_error":
+        expected = str(ctx["expected"]).replace("'", "").replace(" or ", ", ")
+        return f"must be one of: {expected}"
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        return f"must be one of: {', '.join(PROBE_KINDS)}"
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+              "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"must be {op} {bound}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return str(error["msg"])
+
+
+def _error_path(loc: Sequence[int | str]) -> str:
+    # A discriminated union puts the tag into the location (probes.0.http.url); users never
+    # wrote that tag as a key, so drop it.
+    parts = [p for i, p in enumerate(loc)
+             if not (p in PROBE_KINDS and i > 0 and isinstance(loc[i - 1], int))]
+    # Pydantic appends "[key]" for dict keys failing their own validator; keep the key itself.
+    return format_path(p for p in parts if p != "[key]")
+
+
+def _validation_messages(exc: ValidationError) -> list[str]:
+    messages = []
+    for error in exc.errors(include_url=False):
+        kind = error["type"]
+        loc = error["loc"]
+        if kind in {"union_tag_invalid", "union_tag_not_found"}:
+            loc = (*loc, "kind")
+        messages.append(f"{_error_path(loc)}: {_message(error)}")
+    return sorted(set(messages), key=messages.index)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with duplicate keys refused; raise ConfigError naming line and column."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{ROOT}: not valid YAML: {where}{exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{ROOT}: not valid YAML: {exc}"]) from None
+
+
+def _resolve_probes(config: Config) -> tuple[Config, list[str]]:
+    """Apply probe defaults (name, interval, timeout) and check what depends on them."""
+    errors: list[str] = []
+    services: dict[str, Service] = {}
+    defaults = config.exporter
+    for service_name, service in config.services.items():
+        probes = []
+        seen: set[str] = set()
+        for index, probe in enumerate(service.probes):
+            path = f"services.{service_name}.probes[{index}]"
+            name = probe.name or probe.kind
+            if name in seen:
+                errors.append(f"{path}.name: duplicate probe name {name!r} in this service")
+            seen.add(name)
+            interval = probe.interval or defaults.default_interval
+            timeout = probe.timeout or min(defaults.default_timeout, interval)
+            if timeout > interval:
+                errors.append(
+                    f"{path}.timeout: must not exceed the interval ({timeout:g}s > {interval:g}s)"
+                )
+            probes.append(probe.model_copy(update={"name": name, "interval": interval,
+                                                   "timeout": timeout}))
+        services[service_name] = service.model_copy(update={"probes": probes})
+    return config.model_copy(update={"services": services}), errors
+
+
+def _graph_errors(services: Mapping[str, Service]) -> list[str]:
+    """Unknown dependencies, repeated ones, and cycles in ``depends_on``."""
+    errors = []
+    for name, service in services.items():
+        seen: set[str] = set()
+        for index, dependency in enumerate(service.depends_on):
+            path = f"services.{name}.depends_on[{index}]"
+            if dependency == name:
+                errors.append(f"{path}: a service cannot depend on itself")
+            elif dependency not in services:
+                errors.append(f"{path}: unknown service {dependency!r}")
+            elif dependency in seen:
+                errors.append(f"{path}: {dependency!r} is listed twice")
+            seen.add(dependency)
+    if not errors:
+        cycle = find_cycle({n: list(s.depends_on) for n, s in services.items()})
+        if cycle:
+            errors.append(f"services: dependency cycle: {' -> '.join(cycle)}")
+    return errors
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return one cycle of ``graph`` as a closed path (``a, b, a``), or an empty list."""
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str]:
+        if node in visiting:
+            return [*visiting[visiting.index(node):], node]
+        if node in done:
+            return []
+        visiting.append(node)
+        for child in graph.get(node, ()):
+            cycle = visit(child)
+            if cycle:
+                return cycle
+        visiting.pop()
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        cycle = visit(start)
+        if cycle:
+            return cycle
+    return []
+
+
+def config_from_data(data: Any) -> Config:
+    """Validate already-parsed data; raise ConfigError with every problem found."""
+    if data is None:
+        raise ConfigError([f"{ROOT}: the configuration is empty"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"{ROOT}: expected a mapping, got {_describe(data)}"])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_validation_messages(exc)) from None
+    config, errors = _resolve_probes(config)
+    errors += _graph_errors(config.services)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate the configuration file at ``path``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{ROOT}: file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{ROOT}: cannot read {path}: {exc}"]) from None
+    return config_from_data(parse_yaml(text))

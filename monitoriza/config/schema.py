@@ -1,0 +1,223 @@
+"""The shape of the configuration file, as strict pydantic models.
+
+Unknown keys are rejected (``extra="forbid"``) and no value is silently coerced from another
+type (``strict=True``), so a typo is an error instead of a default. Cross-field rules that need
+the whole file (defaults from the ``exporter`` section, the dependency graph) live in
+:mod:`monitoriza.config.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+)
+
+from monitoriza.durations import parse_duration
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def _duration_seconds(value: object) -> object:
+    """Turn ``"90s"`` into ``90.0``; other types fall through to the float check."""
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool | int | float):
+        raise ValueError(f"expected a duration like 90s or 5m, got the number {value!r}")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name (lower-case letters, digits, '_' and '-', "
+            "starting with a letter)"
+        )
+    return value
+
+
+def _url(schemes: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"{value!r} is not a valid URL (expected {' or '.join(schemes)}://HOST…)")
+        try:
+            parts.port  # noqa: B018 - accessing it is what validates the port
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port") from None
+        return value
+
+    return AfterValidator(check)
+
+
+def _listen_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not a HOST:PORT address")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration_seconds), AfterValidator(_positive)]
+Name = Annotated[str, AfterValidator(_name)]
+HttpUrl = Annotated[str, _url(("http", "https"))]
+RedisUrl = Annotated[str, _url(("redis", "rediss"))]
+PostgresUrl = Annotated[str, _url(("postgresql", "postgres"))]
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ProbeBase(Strict):
+    """Settings every probe has. ``interval`` and ``timeout`` default from ``exporter``."""
+
+    name: Name | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+
+
+class HttpProbe(ProbeBase):
+    """GET (or another method) a URL; optionally read a JSON health body."""
+
+    kind: Literal["http"]
+    url: HttpUrl
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=list)
+    health_body: bool = False
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    verify_tls: bool = True
+    latency_target: Duration | None = None
+
+
+class TcpProbe(ProbeBase):
+    """Open a TCP connection."""
+
+    kind: Literal["tcp"]
+    host: str
+    port: Port
+    latency_target: Duration | None = None
+
+
+class RedisProbe(ProbeBase):
+    """PING, then INFO for clients and memory use against ``maxmemory``."""
+
+    kind: Literal["redis"]
+    url: RedisUrl
+    password_file: str | None = None
+
+
+class PostgresProbe(ProbeBase):
+    """``SELECT 1`` and connections in use against ``max_connections``."""
+
+    kind: Literal["postgres"]
+    url: PostgresUrl
+    password_file: str | None = None
+
+
+class DockerProbe(ProbeBase):
+    """State, health status, restarts and OOM kills of one container."""
+
+    kind: Literal["docker"]
+    container: str
+    docker_url: str | None = None
+
+
+class HostProbe(ProbeBase):
+    """CPU, memory and disk use of the machine the exporter runs on."""
+
+    kind: Literal["host"]
+    disk_paths: list[str] = Field(default_factory=lambda: ["/"])
+
+
+class ProcessProbe(ProbeBase):
+    """A named process (for services not in containers): running, RSS, open files."""
+
+    kind: Literal["process"]
+    process_name: str
+    cmdline_contains: str | None = None
+    max_rss_bytes: Annotated[int, Field(gt=0)] | None = None
+    max_open_files: Annotated[int, Field(gt=0)] | None = None
+
+
+Probe = Annotated[
+    HttpProbe | TcpProbe | RedisProbe | PostgresProbe | DockerProbe | HostProbe | ProcessProbe,
+    Field(discriminator="kind"),
+]
+PROBE_KINDS = ("http", "tcp", "redis", "postgres", "docker", "host", "process")
+
+
+class Service(Strict):
+    """One service of the estate."""
+
+    tier: Literal["critical", "standard"] = "standard"
+    description: str = ""
+    depends_on: list[Name] = Field(default_factory=list)
+    probes: list[Probe] = Field(default_factory=list)
+
+
+class HealthWeights(Strict):
+    """Relative weight of each health dimension in ``monitoriza_health_score``."""
+
+    availability: Annotated[float, Field(ge=0.0)] = 0.35
+    latency: Annotated[float, Field(ge=0.0)] = 0.15
+    saturation: Annotated[float, Field(ge=0.0)] = 0.15
+    errors: Annotated[float, Field(ge=0.0)] = 0.15
+    dependencies: Annotated[float, Field(ge=0.0)] = 0.20
+
+
+class ComponentScores(Strict):
+    """What each reported component status is worth in the dependencies dimension."""
+
+    healthy: Ratio = 1.0
+    degraded: Ratio = 0.5
+    unknown: Ratio = 0.5
+    unhealthy: Ratio = 0.0
+
+
+class Health(Strict):
+    """How probe results become dimension scores; see docs/health-score.md."""
+
+    weights: HealthWeights = Field(default_factory=HealthWeights)
+    latency_target: Duration = 0.5
+    saturation_warn: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.8
+    errors_window: Annotated[int, Field(ge=1, le=1000)] = 20
+    component_scores: ComponentScores = Field(default_factory=ComponentScores)
+
+
+class Exporter(Strict):
+    """Where the exporter listens and how it schedules probes."""
+
+    listen: ListenAddress = "127.0.0.1:9108"
+    prometheus_url: HttpUrl = "http://127.0.0.1:9090"
+    default_interval: Duration = 15.0
+    default_timeout: Duration = 5.0
+    max_concurrent_probes: Annotated[int, Field(ge=1, le=1024)] = 32
+    docker_url: str | None = None
+
+
+class Config(Strict):
+    """The whole configuration file."""
+
+    exporter: Exporter = Field(default_factory=Exporter)
+    health: Health = Field(default_factory=Health)
+    services: dict[Name, Service]
+

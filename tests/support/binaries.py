@@ -1,0 +1,55 @@
+"""Finding the real server binaries the tests run, and free loopback ports for them.
+
+A missing binary skips the test on a developer's machine but fails it in CI: `.ci/run` sets
+``MONITORIZA_REQUIRE_BINARIES=1``, because a test that silently did not run proves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# Debian installs some server binaries outside PATH.
+_EXTRA_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def require_binary(name: str) -> str:
+    """Return the path of ``name``; fail (CI) or skip (elsewhere) when it is not installed."""
+    found = shutil.which(name)
+    if found is None:
+        for directory in _EXTRA_DIRS:
+            candidate = directory / name
+            if candidate.exists():
+                found = str(candidate)
+                break
+    if found is not None:
+        return found
+    message = f"{name} is not installed (make test installs it: see scripts/bootstrap.sh)"
+    if os.environ.get("MONITORIZA_REQUIRE_BINARIES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass; return the last value."""
+    end = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(interval)
