@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from monitoriza.config.schema import PROBE_KINDS, Config, Service
+from monitoriza.config.schema import PROBE_KINDS, Config, DockerProbe, Service
 from monitoriza.exceptions import ConfigError
 
 ROOT = "(root)"
@@ -152,8 +152,10 @@ def _resolve_probes(config: Config) -> tuple[Config, list[str]]:
                 errors.append(
                     f"{path}.timeout: must not exceed the interval ({timeout:g}s > {interval:g}s)"
                 )
-            probes.append(probe.model_copy(update={"name": name, "interval": interval,
-                                                   "timeout": timeout}))
+            update: dict[str, object] = {"name": name, "interval": interval, "timeout": timeout}
+            if isinstance(probe, DockerProbe) and probe.docker_url is None:
+                update["docker_url"] = defaults.docker_url
+            probes.append(probe.model_copy(update=update))
         services[service_name] = service.model_copy(update={"probes": probes})
     return config.model_copy(update={"services": services}), errors
 

@@ -1,6 +1,9 @@
 """What every probe returns, and the deadline it must respect.
 
-A probe is a plain function ``run(spec, deadline) -> ProbeOutcome``. It never raises for a
+Each probe module has ``create(spec) -> ProbeRunner``; the runner is called once per run with
+a :class:`Deadline` and may keep state between runs (a previous CPU sample, a container's
+last start time). Stateless probes return ``functools.partial(run, spec)``. A runner never
+raises for a
 target's fault: a refused connection, a timeout or a bad answer is an outcome with
 ``success=False`` and a ``failure_reason`` from :data:`FAILURE_REASONS`. The scheduler still
 guards against bugs (an exception becomes reason ``error``) and against a probe that overruns
@@ -12,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # A fixed vocabulary, so the reason can be a label without unbounded cardinality.
 FAILURE_REASONS = (
@@ -79,3 +83,9 @@ class ProbeOutcome:
         if reason not in FAILURE_REASONS:
             raise ValueError(f"unknown failure reason {reason!r}")
         return cls(success=False, failure_reason=reason, message=message, **kwargs)  # type: ignore[arg-type]
+
+
+class ProbeRunner(Protocol):
+    """One configured probe, ready to run; called from a worker thread, one run at a time."""
+
+    def __call__(self, deadline: Deadline) -> ProbeOutcome: ...

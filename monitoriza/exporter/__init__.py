@@ -1,0 +1,1 @@
+"""The exporter: background probes, health dimensions and forecasts as Prometheus metrics."""

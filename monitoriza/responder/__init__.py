@@ -1,0 +1,1 @@
+"""The Flask webhook for Alertmanager: intake, correlation, healing, audit (later issues)."""

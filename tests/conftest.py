@@ -1,0 +1,10 @@
+"""Fixtures shared by the whole suite; real servers live in tests/support/."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.support.http_targets",
+    "tests.support.redis_server",
+    "tests.support.postgres_server",
+    "tests.support.dockerd",
+]
