@@ -6,7 +6,7 @@ Every problem becomes one message that starts with its path in the file, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +20,23 @@ from monitoriza.exceptions import ConfigError
 ROOT = "(root)"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Hashable, Any]:
-    loader.flatten_mapping(node)
-    mapping: dict[Hashable, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
-    return mapping
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _duplicate_key_errors(node: yaml.Node, path: tuple[int | str, ...] = ()) -> list[str]:
+    """Duplicate mapping keys anywhere under ``node``; PyYAML would silently keep the last."""
+    errors = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                errors.append(f"{format_path((*path, key))}: duplicate key (first on line "
+                              f"{first_line[key]}, again on line {line})")
+            first_line.setdefault(key, line)
+            errors += _duplicate_key_errors(value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            errors += _duplicate_key_errors(item, (*path, index))
+    return errors
 
 
 def format_path(loc: Iterable[int | str]) -> str:
@@ -94,7 +93,7 @@ def _message(error: ErrorDetails) -> str:
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
               "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
-        return f"must be {op} {bound}"
+        return f"must be {op} {bound:g}" if isinstance(bound, float) else f"must be {op} {bound}"
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     return str(error["msg"])
@@ -121,15 +120,24 @@ def _validation_messages(exc: ValidationError) -> list[str]:
 
 
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text with duplicate keys refused; raise ConfigError naming line and column."""
+    """Parse YAML with duplicate keys refused; errors name the path, or the line and column."""
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = _duplicate_key_errors(node)
+        if duplicates:
+            raise ConfigError(duplicates)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         raise ConfigError([f"{ROOT}: not valid YAML: {where}{exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{ROOT}: not valid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
 
 
 def _resolve_probes(config: Config) -> tuple[Config, list[str]]:

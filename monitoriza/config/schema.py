@@ -28,6 +28,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 def _duration_seconds(value: object) -> object:
     """Turn ``"90s"`` into ``90.0``; other types fall through to the float check."""
     if isinstance(value, str):
+        if value.startswith("-"):
+            raise ValueError("must be > 0")
         return parse_duration(value)
     if isinstance(value, bool | int | float):
         raise ValueError(f"expected a duration like 90s or 5m, got the number {value!r}")

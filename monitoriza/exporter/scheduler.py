@@ -1,0 +1,255 @@
+"""Runs every probe in the background on its own interval and keeps the latest results.
+
+A scrape only reads :meth:`ProbeScheduler.snapshot`, so it never waits on a target. Each probe
+runs at most once at a time: when a run is still going at its next due time, that run is
+skipped (and counted) instead of piling up threads on a hung target. A watchdog records a
+``timeout`` failure as soon as a run passes its deadline, even if the probe's own socket
+timeouts fail to fire, and the late result is then discarded.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from monitoriza.config.schema import Config, ProbeBase
+from monitoriza.exporter.probes import create_runner
+from monitoriza.exporter.probes.base import Deadline, ProbeOutcome, ProbeRunner
+
+log = logging.getLogger(__name__)
+
+ProbeKey = tuple[str, str]  # (service, probe name)
+
+# A run that overruns its deadline by this much is declared timed out by the watchdog; the
+# margin leaves room for the probe's own, more precise, timeout handling.
+WATCHDOG_GRACE_SECONDS = 0.25
+# The first runs are spread over at most this long, so a large estate does not probe every
+# target in the same instant at start-up.
+MAX_START_SPREAD_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeJob:
+    """One probe of one service, with its schedule resolved from the configuration."""
+
+    service: str
+    name: str
+    kind: str
+    interval: float
+    timeout: float
+    spec: ProbeBase
+
+    @property
+    def key(self) -> ProbeKey:
+        return (self.service, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeState:
+    """The latest known result of a probe, as a scrape sees it."""
+
+    job: ProbeJob
+    outcome: ProbeOutcome
+    duration_seconds: float
+    finished_at: float  # wall clock, seconds since the epoch
+    last_success_at: float | None
+    recent_successes: tuple[bool, ...]  # oldest first, at most ``errors_window`` long
+    components: Mapping[str, str] = field(default_factory=dict)
+
+
+def jobs_from_config(config: Config) -> list[ProbeJob]:
+    """Every probe of every service, in configuration order."""
+    jobs = []
+    for service_name, service in config.services.items():
+        for spec in service.probes:
+            # The loader fills name, interval and timeout; a None here is a loader bug.
+            assert spec.name is not None and spec.interval is not None
+            assert spec.timeout is not None
+            kind: str = getattr(spec, "kind")  # noqa: B009 - every concrete spec has one
+            jobs.append(ProbeJob(service_name, spec.name, kind, spec.interval, spec.timeout,
+                                 spec))
+    return jobs
+
+
+def next_state(previous: ProbeState | None, job: ProbeJob, outcome: ProbeOutcome,
+               duration: float, finished_at: float, window: int) -> ProbeState:
+    """Fold one outcome into a probe's state (pure, so it is tested without threads).
+
+    When a health endpoint stops answering, its components are not dropped: they are kept
+    with status ``unknown``, because that is what we now know about them, and a vanished
+    series would hide the problem from alert rules.
+    """
+    recent = (*(previous.recent_successes if previous else ()), outcome.success)[-window:]
+    last_success = finished_at if outcome.success else (
+        previous.last_success_at if previous else None)
+    components: Mapping[str, str] = outcome.components
+    if not components and not outcome.success and previous is not None:
+        components = dict.fromkeys(previous.components, "unknown")
+    return ProbeState(job, outcome, duration, finished_at, last_success, recent, components)
+
+
+def _start_offset(key: ProbeKey, interval: float) -> float:
+    """A stable offset in [0, spread) for the first run, derived from the probe's name."""
+    spread = min(interval, MAX_START_SPREAD_SECONDS)
+    return (zlib.crc32("/".join(key).encode()) % 1000) / 1000 * spread
+
+
+class ProbeScheduler:
+    """Schedules probe runs on a thread pool and keeps the latest state of each probe."""
+
+    def __init__(self, jobs: Iterable[ProbeJob], *, max_workers: int = 32,
+                 errors_window: int = 20,
+                 runner_factory: Callable[[ProbeBase], ProbeRunner] = create_runner) -> None:
+        self._runner_factory = runner_factory
+        self._errors_window = errors_window
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="probe")
+        self._lock = threading.Condition()
+        self._jobs: dict[ProbeKey, ProbeJob] = {}
+        self._runners: dict[ProbeKey, ProbeRunner] = {}
+        self._states: dict[ProbeKey, ProbeState] = {}
+        self._in_flight: dict[ProbeKey, int] = {}  # key -> run id
+        self._overdue: set[int] = set()  # run ids the watchdog already declared timed out
+        self._events: list[tuple[float, int, str, ProbeKey, int]] = []
+        self._sequence = itertools.count()
+        self._skipped_runs = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._dispatch, name="probe-scheduler",
+                                        daemon=True)
+        self.replace(jobs)
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop scheduling; running probes finish on their own deadlines."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def replace(self, jobs: Iterable[ProbeJob]) -> None:
+        """Switch to a new set of probes (a config reload), keeping state of unchanged ones."""
+        new_jobs = {job.key: job for job in jobs}
+        runners = {}
+        for key, job in new_jobs.items():
+            same = self._jobs.get(key) == job
+            runners[key] = self._runners[key] if same else self._runner_factory(job.spec)
+        now = time.monotonic()
+        with self._lock:
+            for key in list(self._states):
+                if self._jobs.get(key) != new_jobs.get(key):
+                    del self._states[key]
+            added = [job for key, job in new_jobs.items() if self._jobs.get(key) != job]
+            self._jobs = new_jobs
+            self._runners = runners
+            for job in added:
+                self._push(now + _start_offset(job.key, job.interval), "run", job.key, 0)
+            self._lock.notify_all()
+
+    def snapshot(self) -> dict[ProbeKey, ProbeState]:
+        """The latest state of every probe that has finished at least one run."""
+        with self._lock:
+            return dict(self._states)
+
+    def jobs(self) -> list[ProbeJob]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    @property
+    def skipped_runs(self) -> int:
+        """Runs not started because the previous run of the same probe was still going."""
+        with self._lock:
+            return self._skipped_runs
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _push(self, due: float, kind: str, key: ProbeKey, run_id: int) -> None:
+        heapq.heappush(self._events, (due, next(self._sequence), kind, key, run_id))
+
+    def _dispatch(self) -> None:
+        with self._lock:
+            while not self._stopping:
+                if not self._events:
+                    self._lock.wait()
+                    continue
+                due = self._events[0][0]
+                now = time.monotonic()
+                if due > now:
+                    self._lock.wait(due - now)
+                    continue
+                _, _, kind, key, run_id = heapq.heappop(self._events)
+                job = self._jobs.get(key)
+                if job is None:
+                    continue  # removed by a reload
+                if kind == "run":
+                    self._on_due(job, due, now)
+                else:
+                    self._on_deadline(job, run_id)
+
+    def _on_due(self, job: ProbeJob, due: float, now: float) -> None:
+        # Keep a fixed cadence, but never schedule into the past after a long stall.
+        next_due = due + job.interval
+        if next_due <= now:
+            next_due = now + job.interval
+        self._push(next_due, "run", job.key, 0)
+        if job.key in self._in_flight:
+            self._skipped_runs += 1
+            return
+        run_id = next(self._sequence)
+        self._in_flight[job.key] = run_id
+        self._pool.submit(self._execute, job, self._runners[job.key], run_id)
+
+    def _on_deadline(self, job: ProbeJob, run_id: int) -> None:
+        if self._in_flight.get(job.key) != run_id or run_id in self._overdue:
+            return
+        self._overdue.add(run_id)
+        outcome = ProbeOutcome.failed(
+            "timeout", f"probe did not finish within its {job.timeout:g}s deadline")
+        self._record(job, outcome, job.timeout)
+
+    def _execute(self, job: ProbeJob, runner: ProbeRunner, run_id: int) -> None:
+        started = time.monotonic()
+        with self._lock:
+            self._push(started + job.timeout + WATCHDOG_GRACE_SECONDS, "deadline", job.key,
+                       run_id)
+            self._lock.notify_all()
+        try:
+            outcome = runner(Deadline(started + job.timeout))
+        except Exception as exc:  # a bug in a probe must not kill the worker or go unseen
+            log.exception("probe %s/%s crashed", job.service, job.name)
+            outcome = ProbeOutcome.failed("error", f"probe crashed: {exc!r}")
+        duration = time.monotonic() - started
+        with self._lock:
+            if self._in_flight.get(job.key) == run_id:
+                del self._in_flight[job.key]
+            if run_id in self._overdue:
+                self._overdue.discard(run_id)
+                return  # the watchdog already recorded this run as a timeout
+            if self._jobs.get(job.key) != job:
+                return  # the probe was changed or removed by a reload meanwhile
+            self._record(job, outcome, duration)
+
+    def _record(self, job: ProbeJob, outcome: ProbeOutcome, duration: float) -> None:
+        previous = self._states.get(job.key)
+        self._states[job.key] = next_state(previous, job, outcome, duration, time.time(),
+                                           self._errors_window)
+        if not outcome.success:
+            log.debug("probe %s/%s failed (%s): %s", job.service, job.name,
+                      outcome.failure_reason, outcome.message)
+
