@@ -1,0 +1,110 @@
+"""Health dimensions and scores follow docs/health-score.md."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from monitoriza.config import config_from_data
+from monitoriza.config.schema import Health, HttpProbe
+from monitoriza.exporter import health
+from monitoriza.exporter.probes.base import ProbeOutcome
+from monitoriza.exporter.scheduler import ProbeJob, ProbeState
+
+SPEC = HttpProbe.model_validate({"kind": "http", "url": "http://127.0.0.1:1/"})
+
+
+def state(service: str = "backend", name: str = "health", *, ok: bool = True,
+          kind: str = "http", latency: float | None = 0.1, timeout: float = 5.0,
+          reason: str | None = None, utilization: Mapping[str, float] | None = None,
+          components: Mapping[str, str] | None = None,
+          recent: tuple[bool, ...] | None = None) -> ProbeState:
+    outcome = ProbeOutcome(success=ok, failure_reason=reason if not ok else None,
+                           latency_seconds=latency, utilization=utilization or {},
+                           components=components or {})
+    job = ProbeJob(service, name, kind, 15.0, timeout, SPEC)
+    return ProbeState(job, outcome, latency or 0.0, 1000.0, 1000.0 if ok else None,
+                      recent if recent is not None else (ok,), components or {})
+
+
+class TestDimensions:
+    """Each dimension scores what its name says, in 0..1."""
+
+    def test_availability_is_the_share_of_passing_probes(self) -> None:
+        """Two probes of which one fails give availability 0.5."""
+        assert health.availability([state(ok=True), state(name="tcp", ok=False)]) == 0.5
+
+    @pytest.mark.parametrize(("seconds", "score"), [(0.2, 1.0), (0.5, 1.0), (2.75, 0.5),
+                                                    (5.0, 0.0), (9.0, 0.0)])
+    def test_latency_falls_linearly_from_target_to_timeout(self, seconds: float,
+                                                           score: float) -> None:
+        """At the 0.5 s target the score is 1, half-way to the 5 s timeout it is 0.5."""
+        assert health.latency([state(latency=seconds)], 0.5) == pytest.approx(score)
+
+    def test_latency_timeout_scores_zero_and_refusal_is_ignored(self) -> None:
+        """A timed-out probe scores 0; a refused connection says nothing about latency."""
+        assert health.latency([state(ok=False, reason="timeout")], 0.5) == 0.0
+        assert health.latency([state(ok=False, reason="connection")], 0.5) is None
+
+    def test_latency_ignores_local_probes(self) -> None:
+        """A docker probe's duration measures the engine, not the service."""
+        assert health.latency([state(kind="docker", latency=4.0)], 0.5) is None
+
+    @pytest.mark.parametrize(("used", "score"), [(0.5, 1.0), (0.8, 1.0), (0.9, 0.5), (1.0, 0.0),
+                                                 (1.7, 0.0)])
+    def test_saturation(self, used: float, score: float) -> None:
+        """Up to 80 % used is fine; beyond it the score falls to 0 at full use."""
+        assert health.saturation([state(utilization={"memory": used})], 0.8) == pytest.approx(
+            score)
+
+    def test_errors_counts_recent_runs_of_all_probes(self) -> None:
+        """Three failures in eight recent runs give 5/8."""
+        states = [state(recent=(True, False, True, True)), state(recent=(False, True, False,
+                                                                          True))]
+        assert health.errors(states) == 5 / 8
+
+    def test_dependencies_take_the_weakest_link(self) -> None:
+        """An unknown component (0.5) is weaker than a fully available dependency."""
+        score = health.dependencies(["postgres"], {"postgres": 1.0}, {"redis": "unknown"},
+                                    Health())
+        assert score == 0.5
+        assert health.dependencies(["postgres"], {"postgres": 0.0}, {}, Health()) == 0.0
+        assert health.dependencies([], {}, {}, Health()) is None
+
+    def test_worst_component_status_wins(self) -> None:
+        """Two probes reporting one component: the worse status is kept."""
+        merged = health.merge_components([state(components={"redis": "healthy"}),
+                                          state(name="b", components={"redis": "unknown"})])
+        assert merged == {"redis": "unknown"}
+
+
+class TestScore:
+    """The score is the weighted mean of the dimensions that have a signal."""
+
+    def test_worked_example_from_the_docs(self) -> None:
+        """The example in docs/health-score.md gives 85.5."""
+        dims = {"availability": 1.0, "latency": 0.8, "saturation": 1.0, "errors": 0.9,
+                "dependencies": 0.5}
+        weights = Health().weights.model_dump()
+        assert health.weighted_score(dims, weights) == pytest.approx(85.5)
+
+    def test_down_service_is_capped_by_availability(self) -> None:
+        """A service with every probe failing scores 0, whatever its other dimensions."""
+        dims = {"availability": 0.0, "dependencies": 1.0, "errors": 0.5}
+        assert health.weighted_score(dims, Health().weights.model_dump()) == 0.0
+
+    def test_estate_dependencies_use_the_dependency_availability(self) -> None:
+        """Redis down lowers the backend's dependencies dimension to 0."""
+        config = config_from_data({"services": {"backend": {"depends_on": ["redis"]},
+                                                "redis": {}}})
+        result = health.estate_health(config, [state("backend"), state("redis", "redis",
+                                                                        ok=False)])
+        assert result["backend"].dimensions["dependencies"] == 0.0
+        assert result["redis"].score == 0.0
+        assert result["backend"].score is not None and 0 < result["backend"].score < 100
+
+    def test_service_without_results_has_no_score(self) -> None:
+        """Before any probe has run there is no score rather than a made-up 100."""
+        config = config_from_data({"services": {"backend": {}}})
+        assert health.estate_health(config, [])["backend"].score is None
