@@ -89,6 +89,12 @@ class TestScore:
         weights = Health().weights.model_dump()
         assert health.weighted_score(dims, weights) == pytest.approx(85.5)
 
+    def test_missing_dimension_drops_out_of_the_weights(self) -> None:
+        """The docs' backend without a saturation signal scores 82.9, not a diluted value."""
+        dims = {"availability": 1.0, "latency": 0.8, "errors": 0.9, "dependencies": 0.5}
+        score = health.weighted_score(dims, Health().weights.model_dump())
+        assert score == pytest.approx(82.94, abs=0.01)
+
     def test_down_service_is_capped_by_availability(self) -> None:
         """A service with every probe failing scores 0, whatever its other dimensions."""
         dims = {"availability": 0.0, "dependencies": 1.0, "errors": 0.5}

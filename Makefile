@@ -1,0 +1,30 @@
+# The two commands README.md starts with: `make run` and `make test`.
+VENV ?= .venv
+CONFIG ?= examples/conecta-plus.yml
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint typecheck unit bench bootstrap clean
+
+bootstrap:
+	scripts/bootstrap.sh
+
+run:
+	scripts/bootstrap.sh --python-only
+	$(VENV)/bin/monitoriza exporter --config $(CONFIG)
+
+lint:
+	$(VENV)/bin/ruff check monitoriza tests benchmarks
+
+typecheck:
+	$(VENV)/bin/mypy monitoriza
+
+unit:
+	$(VENV)/bin/pytest -q
+
+test: bootstrap lint typecheck unit
+
+bench: bootstrap
+	$(PY) benchmarks/scrape.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
