@@ -11,10 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from monitoriza import __version__
 from monitoriza.config import load_config
 from monitoriza.config.schema import ListenAddress
 from monitoriza.exceptions import ConfigError
+from monitoriza.exporter.app import serve
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -23,8 +26,6 @@ EXIT_USAGE = 2
 
 def _listen(value: str) -> str:
     """Validate ``--listen`` with the same rule as the configuration file."""
-    from pydantic import TypeAdapter, ValidationError
-
     try:
         return str(TypeAdapter(ListenAddress).validate_python(value))
     except ValidationError:
@@ -48,8 +49,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
-    from monitoriza.exporter.app import serve
-
     try:
         return serve(args.config, args.listen)
     except ConfigError as exc:

@@ -10,7 +10,7 @@ from monitoriza.config import config_from_data
 from monitoriza.config.schema import Health, HttpProbe
 from monitoriza.exporter import health
 from monitoriza.exporter.probes.base import ProbeOutcome
-from monitoriza.exporter.scheduler import ProbeJob, ProbeState
+from monitoriza.exporter.state import ProbeJob, ProbeState
 
 SPEC = HttpProbe.model_validate({"kind": "http", "url": "http://127.0.0.1:1/"})
 
@@ -66,11 +66,12 @@ class TestDimensions:
 
     def test_dependencies_take_the_weakest_link(self) -> None:
         """An unknown component (0.5) is weaker than a fully available dependency."""
+        scores = health.HealthModel.from_config(Health()).component_scores
         score = health.dependencies(["postgres"], {"postgres": 1.0}, {"redis": "unknown"},
-                                    Health())
+                                    scores)
         assert score == 0.5
-        assert health.dependencies(["postgres"], {"postgres": 0.0}, {}, Health()) == 0.0
-        assert health.dependencies([], {}, {}, Health()) is None
+        assert health.dependencies(["postgres"], {"postgres": 0.0}, {}, scores) == 0.0
+        assert health.dependencies([], {}, {}, scores) is None
 
     def test_worst_component_status_wins(self) -> None:
         """Two probes reporting one component: the worse status is kept."""

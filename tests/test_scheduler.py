@@ -14,7 +14,8 @@ import pytest
 
 from monitoriza.config.schema import ProbeBase, TcpProbe
 from monitoriza.exporter.probes.base import Deadline, ProbeOutcome, ProbeRunner
-from monitoriza.exporter.scheduler import ProbeJob, ProbeScheduler, next_state
+from monitoriza.exporter.scheduler import ProbeScheduler
+from monitoriza.exporter.state import ProbeJob, next_state
 from tests.support.binaries import wait_until
 
 SPEC = TcpProbe.model_validate({"kind": "tcp", "host": "127.0.0.1", "port": 1})
@@ -132,9 +133,10 @@ class TestNextState:
 
     def test_last_success_survives_failures(self) -> None:
         """After a failure the last success time still points at the earlier success."""
-        first = next_state(None, job("a"), ProbeOutcome(success=True), 0.1, 100.0, 3)
-        second = next_state(first, job("a"), ProbeOutcome.failed("connection", "refused"), 0.1,
-                            115.0, 3)
+        first = next_state(None, job("a"), ProbeOutcome(success=True), duration=0.1,
+                           finished_at=100.0, window=3)
+        second = next_state(first, job("a"), ProbeOutcome.failed("connection", "refused"),
+                            duration=0.1, finished_at=115.0, window=3)
         assert second.last_success_at == 100.0
         assert second.recent_successes == (True, False)
 
@@ -142,14 +144,14 @@ class TestNextState:
         """Only the last ``window`` runs are kept for the errors dimension."""
         current = None
         for index in range(10):
-            current = next_state(current, job("a"), ProbeOutcome(success=index % 2 == 0), 0.1,
-                                 float(index), 4)
+            current = next_state(current, job("a"), ProbeOutcome(success=index % 2 == 0),
+                                 duration=0.1, finished_at=float(index), window=4)
         assert current is not None and current.recent_successes == (True, False, True, False)
 
     def test_components_turn_unknown_when_the_endpoint_fails(self) -> None:
         """A health endpoint that stops answering leaves its components as unknown."""
         healthy = next_state(None, job("a"), ProbeOutcome(success=True, components={
-            "redis": "healthy", "database": "degraded"}), 0.1, 1.0, 5)
-        failed = next_state(healthy, job("a"), ProbeOutcome.failed("timeout", "slow"), 5.0, 2.0,
-                            5)
+            "redis": "healthy", "database": "degraded"}), duration=0.1, finished_at=1.0, window=5)
+        failed = next_state(healthy, job("a"), ProbeOutcome.failed("timeout", "slow"),
+                            duration=5.0, finished_at=2.0, window=5)
         assert failed.components == {"redis": "unknown", "database": "unknown"}

@@ -40,7 +40,7 @@ def _duplicate_key_errors(node: yaml.Node, path: tuple[int | str, ...] = ()) -> 
 
 
 def format_path(loc: Iterable[int | str]) -> str:
-    """``("services", "backend", "probes", 0, "timeout")`` → ``services.backend.probes[0].timeout``."""
+    """``("services", "backend", "probes", 0)`` → ``services.backend.probes[0]``."""
     text = ""
     for part in loc:
         if isinstance(part, int):
@@ -75,7 +75,7 @@ def _describe(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _message(error: ErrorDetails) -> str:
+def _message(error: ErrorDetails) -> str:  # noqa: PLR0911 - one return per kind of error
     kind = error["type"]
     ctx = error.get("ctx", {})
     if kind == "extra_forbidden":

@@ -16,13 +16,15 @@ from pathlib import Path
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Gauge, Info, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Info, ProcessCollector
 
 from monitoriza import __version__
 from monitoriza.config import Config, load_config
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.collector import ExporterCollector
-from monitoriza.exporter.scheduler import ProbeScheduler, jobs_from_config
+from monitoriza.exporter.scheduler import ProbeScheduler
+from monitoriza.exporter.server import metrics_app, start_server
+from monitoriza.exporter.state import jobs_from_config
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Exporter:
             max_workers=config.exporter.max_concurrent_probes,
             errors_window=config.health.errors_window,
         )
-        self.registry.register(ExporterCollector(self.scheduler, lambda: self._config))
+        self.collector = ExporterCollector(self.scheduler, lambda: self._config, self.registry)
         ProcessCollector(namespace="monitoriza_exporter", registry=self.registry)
         Info("monitoriza_build", "Monitoriza version and runtime", registry=self.registry).info(
             {"version": __version__, "python_version": platform.python_version()})
@@ -76,7 +78,8 @@ class Exporter:
 
     def start(self) -> None:
         host, port = split_listen(self.listen)
-        self._server, self._server_thread = start_http_server(port, host, self.registry)
+        self._server, self._server_thread = start_server(host, port,
+                                                         metrics_app(self.collector.render))
         self.scheduler.start()
         log.info("exporter listening on http://%s:%d/metrics with %d probes",
                  *self.address, len(self.scheduler.jobs()))

@@ -1,9 +1,10 @@
-"""The Prometheus collector: turns the latest probe snapshot into metric families.
+"""What a scrape returns: the latest probe snapshot, health, and the exporter's own metrics.
 
-Each scrape builds fresh families from a snapshot copied under a short lock; nothing here
-waits on a target. Each section of the collection is timed and reported through
-``monitoriza_collector_success`` and ``monitoriza_collector_duration_seconds`` (node_exporter
-style): a broken section sets success to 0 and is logged, and never breaks the scrape.
+A scrape copies the snapshot under a short lock and joins lines that the scheduler rendered
+when each probe finished (see exposition.py); nothing here waits on a target. Each section is
+timed and reported through ``monitoriza_collector_success`` and
+``monitoriza_collector_duration_seconds`` (node_exporter style): a broken section sets its
+success to 0 and is logged, and never breaks the scrape.
 """
 
 from __future__ import annotations
@@ -11,21 +12,27 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, generate_latest
 
 from monitoriza.config.schema import Config
-from monitoriza.exporter.health import DIMENSIONS, estate_health, merge_components
-from monitoriza.exporter.metrics import MEASUREMENT_HELP
-from monitoriza.exporter.probes.base import COMPONENT_STATUSES, FAILURE_REASONS
-from monitoriza.exporter.scheduler import ProbeKey, ProbeState
+from monitoriza.exporter import metrics
+from monitoriza.exporter.exposition import Family, render
+from monitoriza.exporter.health import (
+    HealthModel,
+    availability,
+    merge_components,
+    service_health,
+    states_by_service,
+)
+from monitoriza.exporter.samples import component_lines
+from monitoriza.exporter.state import ProbeKey, ProbeState
 
 log = logging.getLogger(__name__)
 
-PROBE_LABELS = ["service", "probe"]
+Section = Iterable[tuple[Family, Iterable[str]]]
 
 
 class SnapshotSource(Protocol):
@@ -40,112 +47,104 @@ class SnapshotSource(Protocol):
     def skipped_runs(self) -> int: ...
 
 
-def probe_families(states: Iterable[ProbeState]) -> list[Metric]:
-    """Per-probe results, component statuses and the probes' own measurements."""
-    success = GaugeMetricFamily("monitoriza_probe_success", "1 when the last probe succeeded",
-                                labels=PROBE_LABELS)
-    duration = GaugeMetricFamily("monitoriza_probe_duration_seconds",
-                                 "Duration of the last probe run", labels=PROBE_LABELS)
-    last_success = GaugeMetricFamily(
-        "monitoriza_probe_last_success_timestamp_seconds",
-        "When the probe last succeeded (0 if it never has), for staleness rules",
-        labels=PROBE_LABELS)
-    interval = GaugeMetricFamily("monitoriza_probe_interval_seconds",
-                                 "Configured interval between probe runs", labels=PROBE_LABELS)
-    reason = GaugeMetricFamily(
-        "monitoriza_probe_failure_reason",
-        f"1 for the reason the last probe failed ({', '.join(FAILURE_REASONS)})",
-        labels=[*PROBE_LABELS, "reason"])
-    measured: dict[str, list[tuple[list[str], float]]] = defaultdict(list)
-    by_service: dict[str, list[ProbeState]] = defaultdict(list)
+def probe_section(states: list[ProbeState]) -> list[tuple[Family, list[str]]]:
+    """Per-probe samples, measurements and component statuses, all pre-rendered.
 
+    Component statuses are merged per service (the worst wins) only in the rare case where
+    two probes of one service report components; otherwise the probe's own lines are used.
+    """
+    buckets: dict[str, list[str]] = defaultdict(list)
+    reporting: dict[str, list[ProbeState]] = defaultdict(list)
     for state in states:
-        job = state.job
-        labels = [job.service, job.name]
-        success.add_metric(labels, 1.0 if state.outcome.success else 0.0)
-        duration.add_metric(labels, state.duration_seconds)
-        last_success.add_metric(labels, state.last_success_at or 0.0)
-        interval.add_metric(labels, job.interval)
-        if state.outcome.failure_reason is not None:
-            reason.add_metric([*labels, state.outcome.failure_reason], 1.0)
-        for sample in state.outcome.measurements:
-            measured[sample.metric].append(
-                ([job.service, *(value for _, value in sample.labels)], sample.value))
-        by_service[job.service].append(state)
-
-    components = GaugeMetricFamily(
-        "monitoriza_component_status",
-        "1 for the current status of a component reported by a health endpoint",
-        labels=["service", "component", "status"])
-    for service, service_states in by_service.items():
-        for component, current in merge_components(service_states).items():
-            for status in COMPONENT_STATUSES:
-                components.add_metric([service, component, status],
-                                      1.0 if status == current else 0.0)
-
-    families: list[Metric] = [success, duration, last_success, interval, reason, components]
-    for name, samples in measured.items():
-        help_text, label_names = MEASUREMENT_HELP[name]
-        family = GaugeMetricFamily(name, help_text, labels=["service", *label_names])
-        for labels, value in samples:
-            family.add_metric(labels, value)
-        families.append(family)
-    return families
+        for name, text in state.lines.items():
+            buckets[name].append(text)
+        if state.components:
+            reporting[state.job.service].append(state)
+    families = [*metrics.PER_PROBE_FAMILIES, *metrics.MEASUREMENT_FAMILIES.values()]
+    section = [(family, buckets.get(family.name, [])) for family in families]
+    lines = [found[0].lines[metrics.COMPONENT_STATUS.name] if len(found) == 1
+             else component_lines(service, merge_components(found))
+             for service, found in reporting.items()]
+    section.append((metrics.COMPONENT_STATUS, lines))
+    return section
 
 
-def health_families(config: Config, states: Iterable[ProbeState]) -> list[Metric]:
-    """Health dimensions (0..1) and the health score (0..100) of every service."""
-    dimension = GaugeMetricFamily("monitoriza_health_dimension_score",
-                                  f"Health of one dimension ({', '.join(DIMENSIONS)}), 0..1",
-                                  labels=["service", "dimension"])
-    score = GaugeMetricFamily("monitoriza_health_score",
-                              "Health score of the service, 0..100, weighted from its dimensions",
-                              labels=["service"])
-    for service, health in estate_health(config, states).items():
-        for name, value in health.dimensions.items():
-            dimension.add_metric([service, name], value)
-        if health.score is not None:
-            score.add_metric([service], health.score)
-    return [dimension, score]
+class HealthSection:
+    """Health dimensions and scores, recomputed only for services whose inputs changed.
+
+    A service's health depends on its own probe states and on the availability of the
+    services it depends on; both are part of the cache key, with each state identified by its
+    finish time, so an unchanged service costs a tuple comparison instead of a recomputation.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[object, str, str]] = {}
+
+    def __call__(self, config: Config, states: list[ProbeState]) -> list[tuple[Family, list[str]]]:
+        by_service = states_by_service(config, states)
+        service_availability = {name: availability(found) for name, found in by_service.items()}
+        model = HealthModel.from_config(config.health)
+        dimension_lines, score_lines = [], []
+        cache: dict[str, tuple[object, str, str]] = {}
+        for name, service in config.services.items():
+            found = by_service[name]
+            key = (id(config), tuple((s.job.name, s.finished_at) for s in found),
+                   tuple(service_availability.get(d) for d in service.depends_on))
+            cached = self._cache.get(name)
+            if cached is None or cached[0] != key:
+                health = service_health(found, service.depends_on, service_availability, model)
+                cached = (key, "".join(metrics.HEALTH_DIMENSION.sample((name, dimension), value)
+                                       for dimension, value in health.dimensions.items()),
+                          "" if health.score is None
+                          else metrics.HEALTH_SCORE.sample((name,), health.score))
+            cache[name] = cached
+            dimension_lines.append(cached[1])
+            score_lines.append(cached[2])
+        self._cache = cache  # services removed by a reload drop out here
+        return [(metrics.HEALTH_DIMENSION, dimension_lines), (metrics.HEALTH_SCORE, score_lines)]
 
 
-class ExporterCollector(Collector):
-    """Collects probe results, health and scheduler metrics on every scrape."""
+class ExporterCollector:
+    """Renders the exposition served at /metrics."""
 
-    def __init__(self, source: SnapshotSource, config: Callable[[], Config]) -> None:
+    def __init__(self, source: SnapshotSource, config: Callable[[], Config],
+                 registry: CollectorRegistry | None = None) -> None:
         self._source = source
         self._config = config
+        self._health = HealthSection()
+        # Process, build and reload metrics: few, so prometheus_client renders them.
+        self._registry = registry
 
-    def collect(self) -> Iterator[Metric]:
-        snapshot = self._source.snapshot()
-        states = list(snapshot.values())
-        sections: Mapping[str, Callable[[], list[Metric]]] = {
-            "probes": lambda: probe_families(states),
-            "health": lambda: health_families(self._config(), states),
-        }
-        success = GaugeMetricFamily("monitoriza_collector_success",
-                                    "1 when the collector section succeeded on this scrape",
-                                    labels=["collector"])
-        duration = GaugeMetricFamily("monitoriza_collector_duration_seconds",
-                                     "Time the collector section took on this scrape",
-                                     labels=["collector"])
-        for name, build in sections.items():
+    def sections(self, states: list[ProbeState]) -> Iterator[tuple[str, Callable[[], Section]]]:
+        yield "probes", lambda: probe_section(states)
+        yield "health", lambda: self._health(self._config(), states)
+
+    def render(self) -> bytes:
+        states = list(self._source.snapshot().values())
+        parts = []
+        success, duration = [], []
+        for name, build in self.sections(states):
             started = time.perf_counter()
             try:
-                families = build()
+                text = render(build())
             except Exception:  # a bug in one section must not take the whole scrape down
                 log.exception("collector %s failed", name)
-                families, ok = [], 0.0
+                text, ok = "", 0.0
             else:
                 ok = 1.0
-            duration.add_metric([name], time.perf_counter() - started)
-            success.add_metric([name], ok)
-            yield from families
-        yield success
-        yield duration
-        yield GaugeMetricFamily("monitoriza_probes_in_flight", "Probe runs in progress",
-                                value=self._source.in_flight)
-        yield CounterMetricFamily(
-            "monitoriza_probe_runs_skipped",
-            "Runs not started because the previous run of the same probe was still going",
-            value=self._source.skipped_runs)
+            parts.append(text)
+            duration.append(metrics.COLLECTOR_DURATION.sample(
+                (name,), time.perf_counter() - started))
+            success.append(metrics.COLLECTOR_SUCCESS.sample((name,), ok))
+        parts.append(render([
+            (metrics.COLLECTOR_SUCCESS, success),
+            (metrics.COLLECTOR_DURATION, duration),
+            (metrics.PROBES_IN_FLIGHT,
+             [metrics.PROBES_IN_FLIGHT.sample((), self._source.in_flight)]),
+            (metrics.PROBE_RUNS_SKIPPED,
+             [metrics.PROBE_RUNS_SKIPPED.sample((), self._source.skipped_runs)]),
+        ]))
+        body = "".join(parts).encode()
+        if self._registry is not None:
+            body += generate_latest(self._registry)
+        return body

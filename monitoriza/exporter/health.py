@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from monitoriza.config.schema import Config, Health
-from monitoriza.exporter.scheduler import ProbeState
+from monitoriza.exporter.state import ProbeState
 
 DIMENSIONS = ("availability", "latency", "saturation", "errors", "dependencies")
 # Only for these kinds does a probe's duration measure the target rather than ourselves.
@@ -18,6 +18,21 @@ LATENCY_KINDS = frozenset({"http", "tcp", "redis", "postgres"})
 # Worst last: when several probes of one service report the same component, the worst
 # status wins. ``unknown`` ranks below ``degraded`` because silence hides real failures.
 STATUS_ORDER = ("healthy", "degraded", "unknown", "unhealthy")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthModel:
+    """The ``health`` section as plain values, read once rather than per service."""
+
+    weights: Mapping[str, float]
+    component_scores: Mapping[str, float]
+    latency_target: float
+    saturation_warn: float
+
+    @classmethod
+    def from_config(cls, health: Health) -> HealthModel:
+        return cls(health.weights.model_dump(), health.component_scores.model_dump(),
+                   health.latency_target, health.saturation_warn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +114,9 @@ def merge_components(states: Iterable[ProbeState]) -> dict[str, str]:
 
 
 def dependencies(depends_on: Sequence[str], dependency_availability: Mapping[str, float | None],
-                 components: Mapping[str, str], health: Health) -> float | None:
+                 components: Mapping[str, str],
+                 component_scores: Mapping[str, float]) -> float | None:
     """The weakest link: the least available dependency or the worst reported component."""
-    component_scores = health.component_scores.model_dump()
     scores = [value for name in depends_on
               if (value := dependency_availability.get(name)) is not None]
     scores += [component_scores[status] for status in components.values()]
@@ -125,28 +140,36 @@ def weighted_score(dimensions: Mapping[str, float], weights: Mapping[str, float]
 
 def service_health(states: Sequence[ProbeState], depends_on: Sequence[str],
                    dependency_availability: Mapping[str, float | None],
-                   health: Health) -> ServiceHealth:
+                   model: HealthModel) -> ServiceHealth:
     """All five dimensions (those with a signal) and the score of one service."""
     candidates = {
         "availability": availability(states),
-        "latency": latency(states, health.latency_target),
-        "saturation": saturation(states, health.saturation_warn),
+        "latency": latency(states, model.latency_target),
+        "saturation": saturation(states, model.saturation_warn),
         "errors": errors(states),
         "dependencies": dependencies(depends_on, dependency_availability,
-                                     merge_components(states), health),
+                                     merge_components(states), model.component_scores),
     }
     dimensions = {name: value for name, value in candidates.items() if value is not None}
-    return ServiceHealth(dimensions, weighted_score(dimensions, health.weights.model_dump()))
+    return ServiceHealth(dimensions, weighted_score(dimensions, model.weights))
+
+
+def states_by_service(config: Config,
+                      states: Iterable[ProbeState]) -> dict[str, list[ProbeState]]:
+    """Probe states grouped by configured service (services without results get [])."""
+    by_service: dict[str, list[ProbeState]] = {name: [] for name in config.services}
+    for state in states:
+        if state.job.service in by_service:
+            by_service[state.job.service].append(state)
+    return by_service
 
 
 def estate_health(config: Config, states: Iterable[ProbeState]) -> dict[str, ServiceHealth]:
     """Health of every configured service, from the current probe states."""
-    by_service: dict[str, list[ProbeState]] = {name: [] for name in config.services}
-    for state in states:
-        by_service.setdefault(state.job.service, []).append(state)
+    by_service = states_by_service(config, states)
     service_availability = {name: availability(found) for name, found in by_service.items()}
+    model = HealthModel.from_config(config.health)
     return {
-        name: service_health(by_service[name], service.depends_on, service_availability,
-                             config.health)
+        name: service_health(by_service[name], service.depends_on, service_availability, model)
         for name, service in config.services.items()
     }

@@ -7,6 +7,9 @@ undocumented metric and the collector knows the labels of every family up front.
 
 from __future__ import annotations
 
+from monitoriza.exporter.exposition import Family
+from monitoriza.exporter.probes.base import FAILURE_REASONS
+
 # metric name -> (help text, label names other than ``service``)
 MEASUREMENT_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
     "monitoriza_http_status_code": (
@@ -56,3 +59,46 @@ MEASUREMENT_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         ("probe",),
     ),
 }
+
+
+PROBE_LABELS = ("service", "probe")
+PROBE_SUCCESS = Family("monitoriza_probe_success", "1 when the last probe succeeded",
+                       PROBE_LABELS)
+PROBE_DURATION = Family("monitoriza_probe_duration_seconds", "Duration of the last probe run",
+                        PROBE_LABELS)
+PROBE_LAST_SUCCESS = Family(
+    "monitoriza_probe_last_success_timestamp_seconds",
+    "When the probe last succeeded (0 if it never has), for staleness rules", PROBE_LABELS)
+PROBE_INTERVAL = Family("monitoriza_probe_interval_seconds",
+                        "Configured interval between probe runs", PROBE_LABELS)
+PROBE_FAILURE_REASON = Family(
+    "monitoriza_probe_failure_reason",
+    f"1 for the reason the last probe failed ({', '.join(FAILURE_REASONS)})",
+    (*PROBE_LABELS, "reason"))
+COMPONENT_STATUS = Family(
+    "monitoriza_component_status",
+    "1 for the current status of a component reported by a health endpoint, 0 for the others",
+    ("service", "component", "status"))
+HEALTH_DIMENSION = Family(
+    "monitoriza_health_dimension_score",
+    "Health of one dimension (availability, latency, saturation, errors, dependencies), 0..1",
+    ("service", "dimension"))
+HEALTH_SCORE = Family("monitoriza_health_score",
+                      "Health score of the service, 0..100, weighted from its dimensions",
+                      ("service",))
+COLLECTOR_SUCCESS = Family("monitoriza_collector_success",
+                           "1 when the collector section succeeded on this scrape",
+                           ("collector",))
+COLLECTOR_DURATION = Family("monitoriza_collector_duration_seconds",
+                            "Time the collector section took on this scrape", ("collector",))
+PROBES_IN_FLIGHT = Family("monitoriza_probes_in_flight", "Probe runs in progress")
+PROBE_RUNS_SKIPPED = Family(
+    "monitoriza_probe_runs_skipped",
+    "Runs not started because the previous run of the same probe was still going",
+    type="counter")
+
+# Families rendered per probe, in exposition order.
+PER_PROBE_FAMILIES = (PROBE_SUCCESS, PROBE_DURATION, PROBE_LAST_SUCCESS, PROBE_INTERVAL,
+                      PROBE_FAILURE_REASON)
+MEASUREMENT_FAMILIES = {name: Family(name, help_text, ("service", *labels))
+                        for name, (help_text, labels) in MEASUREMENT_HELP.items()}

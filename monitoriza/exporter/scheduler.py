@@ -15,90 +15,28 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-from monitoriza.config.schema import Config, ProbeBase
+from monitoriza.config.schema import ProbeBase
 from monitoriza.exporter.probes import create_runner
 from monitoriza.exporter.probes.base import Deadline, ProbeOutcome, ProbeRunner
+from monitoriza.exporter.state import ProbeJob, ProbeKey, ProbeState, next_state
 
 log = logging.getLogger(__name__)
-
-ProbeKey = tuple[str, str]  # (service, probe name)
 
 # A run that overruns its deadline by this much is declared timed out by the watchdog; the
 # margin leaves room for the probe's own, more precise, timeout handling.
 WATCHDOG_GRACE_SECONDS = 0.25
-# The first runs are spread over at most this long, so a large estate does not probe every
-# target in the same instant at start-up.
-MAX_START_SPREAD_SECONDS = 5.0
+# The first run of each probe comes within this long of start-up (or a reload), so the first
+# scrapes have data; later runs are spread evenly over each probe's whole interval, so that a
+# large estate does not probe every target at once and scrapes never meet a burst of work.
+MAX_FIRST_RUN_DELAY_SECONDS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeJob:
-    """One probe of one service, with its schedule resolved from the configuration."""
-
-    service: str
-    name: str
-    kind: str
-    interval: float
-    timeout: float
-    spec: ProbeBase
-
-    @property
-    def key(self) -> ProbeKey:
-        return (self.service, self.name)
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeState:
-    """The latest known result of a probe, as a scrape sees it."""
-
-    job: ProbeJob
-    outcome: ProbeOutcome
-    duration_seconds: float
-    finished_at: float  # wall clock, seconds since the epoch
-    last_success_at: float | None
-    recent_successes: tuple[bool, ...]  # oldest first, at most ``errors_window`` long
-    components: Mapping[str, str] = field(default_factory=dict)
-
-
-def jobs_from_config(config: Config) -> list[ProbeJob]:
-    """Every probe of every service, in configuration order."""
-    jobs = []
-    for service_name, service in config.services.items():
-        for spec in service.probes:
-            # The loader fills name, interval and timeout; a None here is a loader bug.
-            assert spec.name is not None and spec.interval is not None
-            assert spec.timeout is not None
-            kind: str = getattr(spec, "kind")  # noqa: B009 - every concrete spec has one
-            jobs.append(ProbeJob(service_name, spec.name, kind, spec.interval, spec.timeout,
-                                 spec))
-    return jobs
-
-
-def next_state(previous: ProbeState | None, job: ProbeJob, outcome: ProbeOutcome,
-               duration: float, finished_at: float, window: int) -> ProbeState:
-    """Fold one outcome into a probe's state (pure, so it is tested without threads).
-
-    When a health endpoint stops answering, its components are not dropped: they are kept
-    with status ``unknown``, because that is what we now know about them, and a vanished
-    series would hide the problem from alert rules.
-    """
-    recent = (*(previous.recent_successes if previous else ()), outcome.success)[-window:]
-    last_success = finished_at if outcome.success else (
-        previous.last_success_at if previous else None)
-    components: Mapping[str, str] = outcome.components
-    if not components and not outcome.success and previous is not None:
-        components = dict.fromkeys(previous.components, "unknown")
-    return ProbeState(job, outcome, duration, finished_at, last_success, recent, components)
-
-
-def _start_offset(key: ProbeKey, interval: float) -> float:
-    """A stable offset in [0, spread) for the first run, derived from the probe's name."""
-    spread = min(interval, MAX_START_SPREAD_SECONDS)
-    return (zlib.crc32("/".join(key).encode()) % 1000) / 1000 * spread
+def phase(key: ProbeKey, span: float) -> float:
+    """A stable offset in [0, span) derived from the probe's name, to spread runs out."""
+    return (zlib.crc32("/".join(key).encode()) % 1000) / 1000 * span
 
 
 class ProbeScheduler:
@@ -154,7 +92,8 @@ class ProbeScheduler:
             self._jobs = new_jobs
             self._runners = runners
             for job in added:
-                self._push(now + _start_offset(job.key, job.interval), "run", job.key, 0)
+                first = now + phase(job.key, min(job.interval, MAX_FIRST_RUN_DELAY_SECONDS))
+                self._push(first, "first", job.key, 0)
             self._lock.notify_all()
 
     def snapshot(self) -> dict[ProbeKey, ProbeState]:
@@ -197,16 +136,22 @@ class ProbeScheduler:
                 job = self._jobs.get(key)
                 if job is None:
                     continue  # removed by a reload
-                if kind == "run":
-                    self._on_due(job, due, now)
+                if kind in {"first", "run"}:
+                    self._on_due(job, due, now, first=kind == "first")
                 else:
                     self._on_deadline(job, run_id)
 
-    def _on_due(self, job: ProbeJob, due: float, now: float) -> None:
-        # Keep a fixed cadence, but never schedule into the past after a long stall.
-        next_due = due + job.interval
-        if next_due <= now:
-            next_due = now + job.interval
+    def _on_due(self, job: ProbeJob, due: float, now: float, first: bool) -> None:
+        if first:
+            # From here on, run at this probe's own phase of its interval.
+            next_due = due + phase(job.key, job.interval)
+            if next_due - due < job.interval / 2:
+                next_due += job.interval
+        else:
+            # Keep a fixed cadence, but never schedule into the past after a long stall.
+            next_due = due + job.interval
+            if next_due <= now:
+                next_due = now + job.interval
         self._push(next_due, "run", job.key, 0)
         if job.key in self._in_flight:
             self._skipped_runs += 1
@@ -247,8 +192,8 @@ class ProbeScheduler:
 
     def _record(self, job: ProbeJob, outcome: ProbeOutcome, duration: float) -> None:
         previous = self._states.get(job.key)
-        self._states[job.key] = next_state(previous, job, outcome, duration, time.time(),
-                                           self._errors_window)
+        self._states[job.key] = next_state(previous, job, outcome, duration=duration,
+                                           finished_at=time.time(), window=self._errors_window)
         if not outcome.success:
             log.debug("probe %s/%s failed (%s): %s", job.service, job.name,
                       outcome.failure_reason, outcome.message)

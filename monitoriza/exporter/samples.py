@@ -1,0 +1,55 @@
+"""A probe's exposition lines, rendered once when its run finishes (see exposition.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from monitoriza.exporter import metrics
+from monitoriza.exporter.probes.base import COMPONENT_STATUSES, Measurement, ProbeOutcome
+
+log = logging.getLogger(__name__)
+
+
+def measurement_line(service: str, sample: Measurement) -> str | None:
+    """The line of one measurement, or None (logged) if it breaks the declared families."""
+    family = metrics.MEASUREMENT_FAMILIES.get(sample.metric)
+    labels = dict(sample.labels)
+    if family is None or set(labels) != set(family.labels[1:]):
+        log.error("probe of %s reported an undeclared measurement %s%s; dropped", service,
+                  sample.metric, sorted(labels))
+        return None
+    return family.sample([service, *(labels[name] for name in family.labels[1:])],
+                         sample.value)
+
+
+def component_lines(service: str, components: Mapping[str, str]) -> str:
+    """A StateSet per component: 1 for its current status, 0 for the others."""
+    family = metrics.COMPONENT_STATUS
+    return "".join(family.sample((service, name, status), 1.0 if status == current else 0.0)
+                   for name, current in components.items() for status in COMPONENT_STATUSES)
+
+
+def probe_lines(service: str, probe: str, *, interval: float, outcome: ProbeOutcome,
+                duration: float, last_success_at: float | None,
+                components: Mapping[str, str]) -> dict[str, str]:
+    """Family name -> exposition lines of one probe's latest result."""
+    labels = (service, probe)
+    lines = {
+        metrics.PROBE_SUCCESS.name: metrics.PROBE_SUCCESS.sample(
+            labels, 1.0 if outcome.success else 0.0),
+        metrics.PROBE_DURATION.name: metrics.PROBE_DURATION.sample(labels, duration),
+        metrics.PROBE_LAST_SUCCESS.name: metrics.PROBE_LAST_SUCCESS.sample(
+            labels, last_success_at or 0.0),
+        metrics.PROBE_INTERVAL.name: metrics.PROBE_INTERVAL.sample(labels, interval),
+    }
+    if outcome.failure_reason is not None:
+        lines[metrics.PROBE_FAILURE_REASON.name] = metrics.PROBE_FAILURE_REASON.sample(
+            (*labels, outcome.failure_reason), 1.0)
+    if components:
+        lines[metrics.COMPONENT_STATUS.name] = component_lines(service, components)
+    for sample in outcome.measurements:
+        line = measurement_line(service, sample)
+        if line is not None:
+            lines[sample.metric] = lines.get(sample.metric, "") + line
+    return lines
