@@ -156,7 +156,7 @@ class TestDockerProbe:
         health = [m for m in outcome.measurements if m.metric.endswith("health_status")]
         assert sorted(dict(m.labels)["status"] for m in health) == sorted(HEALTH_STATUSES)
         assert value(outcome, "monitoriza_container_oom_killed") == 0.0
-        assert value(outcome, "monitoriza_container_restart_count") == 0.0
+        assert value(outcome, "monitoriza_container_restarts") == 0.0
 
     def test_stopped_container_is_unhealthy(
         self, docker_engine: DockerEngine, container: Any
@@ -180,7 +180,7 @@ class TestDockerProbe:
         after = run(runner)
         assert after.success, after.message
         assert current(after, "monitoriza_container_state") == ["running"]
-        restarts = "monitoriza_container_restart_count"
+        restarts = "monitoriza_container_restarts"
         assert value(after, restarts) == value(before, restarts) + 1
         container.reload()
         assert container.attrs["RestartCount"] == 0

@@ -61,7 +61,7 @@ class TestProcessProbe:
         outcome = run(process_name="sleep", cmdline_contains=marker)
         assert outcome.success, outcome.message
         values = measured(outcome)
-        assert values["monitoriza_process_count"] == 1.0
+        assert values["monitoriza_process_instances"] == 1.0
         assert values["monitoriza_process_resident_memory_bytes"] > 0
         assert values["monitoriza_process_open_files"] >= 0
         assert all(m.labels == (("probe", "worker"),) for m in outcome.measurements)
@@ -75,7 +75,7 @@ class TestProcessProbe:
         spawn_sleep(marker)
         spawn_sleep(marker)
         outcome = run(process_name="sleep", cmdline_contains=marker)
-        assert measured(outcome)["monitoriza_process_count"] == 2.0
+        assert measured(outcome)["monitoriza_process_instances"] == 2.0
 
     def test_killed_process_is_not_found(
         self, spawn_sleep: Callable[[str], subprocess.Popen[bytes]]
@@ -89,7 +89,7 @@ class TestProcessProbe:
         outcome = run(process_name="sleep", cmdline_contains=marker)
         assert outcome.failure_reason == "not_found"
         assert "sleep" in outcome.message
-        assert measured(outcome) == {"monitoriza_process_count": 0.0}
+        assert measured(outcome) == {"monitoriza_process_instances": 0.0}
 
     def test_name_must_match_too(
         self, spawn_sleep: Callable[[str], subprocess.Popen[bytes]]

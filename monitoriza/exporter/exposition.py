@@ -51,7 +51,9 @@ class Family:
         object.__setattr__(self, "_prefix", name)
 
     def header(self) -> str:
-        return f"# HELP {self.name} {escape_help(self.help)}\n# TYPE {self.name} {self.type}\n"
+        # Format 0.0.4 names a counter's family with its _total suffix, like its samples.
+        name = self._prefix
+        return f"# HELP {name} {escape_help(self.help)}\n# TYPE {name} {self.type}\n"
 
     def sample(self, label_values: Sequence[str], value: float) -> str:
         """One sample line; ``label_values`` in the order of ``labels``."""

@@ -20,7 +20,9 @@ MEASUREMENT_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "1 for the container's current state, 0 for the other states",
         ("container", "state"),
     ),
-    "monitoriza_container_restart_count": (
+    # A counter, not ``..._restart_count``: promtool rejects a ``_count`` suffix outside
+    # histograms and summaries, and the value only grows.
+    "monitoriza_container_restarts": (
         "Restarts of the container: the engine's own count plus restarts the exporter observed",
         ("container",),
     ),
@@ -49,7 +51,7 @@ MEASUREMENT_HELP: dict[str, tuple[str, tuple[str, ...]]] = {
         "Fraction of the filesystem holding the path that is in use",
         ("probe", "path"),
     ),
-    "monitoriza_process_count": ("Processes matching the probe", ("probe",)),
+    "monitoriza_process_instances": ("Processes matching the probe", ("probe",)),
     "monitoriza_process_resident_memory_bytes": (
         "Resident memory of the matching processes, summed",
         ("probe",),
@@ -100,5 +102,8 @@ PROBE_RUNS_SKIPPED = Family(
 # Families rendered per probe, in exposition order.
 PER_PROBE_FAMILIES = (PROBE_SUCCESS, PROBE_DURATION, PROBE_LAST_SUCCESS, PROBE_INTERVAL,
                       PROBE_FAILURE_REASON)
-MEASUREMENT_FAMILIES = {name: Family(name, help_text, ("service", *labels))
-                        for name, (help_text, labels) in MEASUREMENT_HELP.items()}
+COUNTER_MEASUREMENTS = frozenset({"monitoriza_container_restarts"})
+MEASUREMENT_FAMILIES = {
+    name: Family(name, help_text, ("service", *labels),
+                 "counter" if name in COUNTER_MEASUREMENTS else "gauge")
+    for name, (help_text, labels) in MEASUREMENT_HELP.items()}

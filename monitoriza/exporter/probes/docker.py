@@ -241,7 +241,7 @@ class DockerRunner:
                 float(bool(state.get("OOMKilled"))),
             ),
             Measurement(
-                "monitoriza_container_restart_count",
+                "monitoriza_container_restarts",
                 (("container", name),),
                 float(self._restarts.count),
             ),

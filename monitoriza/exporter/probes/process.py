@@ -70,7 +70,7 @@ def run(spec: ProcessProbe, deadline: Deadline) -> ProbeOutcome:
         return ProbeOutcome.failed(
             "not_found",
             f"no process named {description} is running",
-            measurements=(Measurement("monitoriza_process_count", probe, 0.0),),
+            measurements=(Measurement("monitoriza_process_instances", probe, 0.0),),
         )
 
     # Ratios are not clamped: a process over its limit is reported as such, above 1.
@@ -87,7 +87,7 @@ def run(spec: ProcessProbe, deadline: Deadline) -> ProbeOutcome:
         message=message,
         utilization=utilization,
         measurements=(
-            Measurement("monitoriza_process_count", probe, float(count)),
+            Measurement("monitoriza_process_instances", probe, float(count)),
             Measurement("monitoriza_process_resident_memory_bytes", probe, float(rss)),
             Measurement("monitoriza_process_open_files", probe, float(fds)),
         ),
