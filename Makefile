@@ -16,7 +16,7 @@ lint:
 	$(VENV)/bin/ruff check monitoriza tests benchmarks
 
 typecheck:
-	$(VENV)/bin/mypy monitoriza benchmarks
+	$(VENV)/bin/mypy monitoriza benchmarks tests
 
 unit:
 	$(VENV)/bin/pytest -q

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from tests.support.binaries import free_port, wait_until
 from tests.support.exposition import scrape, value
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "conecta-plus.yml"
+StartExporter = Callable[[Path], "ExporterProcess"]
 
 
 class ExporterProcess:
@@ -49,7 +50,7 @@ class ExporterProcess:
 
 
 @pytest.fixture
-def start_exporter(tmp_path: Path) -> Iterator[type[ExporterProcess]]:
+def start_exporter(tmp_path: Path) -> Iterator[StartExporter]:
     started: list[ExporterProcess] = []
 
     def start(config: Path) -> ExporterProcess:
@@ -58,7 +59,7 @@ def start_exporter(tmp_path: Path) -> Iterator[type[ExporterProcess]]:
         assert wait_until(exporter.ready, 20.0), (tmp_path / "exporter-0.log").read_text()
         return exporter
 
-    yield start  # type: ignore[misc]
+    yield start
     for exporter in started:
         if exporter.process.poll() is None:
             exporter.stop()
@@ -67,7 +68,7 @@ def start_exporter(tmp_path: Path) -> Iterator[type[ExporterProcess]]:
 class TestNothingReachable:
     """With no target reachable the exporter still serves metrics: failures are metrics."""
 
-    def test_example_config_serves_failures(self, start_exporter: type[ExporterProcess]) -> None:
+    def test_example_config_serves_failures(self, start_exporter: StartExporter) -> None:
         """Every probe of the example shows up, and failing ones say why."""
         exporter = start_exporter(EXAMPLE)
 
@@ -91,7 +92,7 @@ class TestNothingReachable:
 class TestReload:
     """SIGHUP reloads the configuration; a bad file keeps the old one."""
 
-    def test_sighup(self, tmp_path: Path, start_exporter: type[ExporterProcess]) -> None:
+    def test_sighup(self, tmp_path: Path, start_exporter: StartExporter) -> None:
         """A good edit adds a probe; a broken edit is refused and flagged by a metric."""
         config = tmp_path / "c.yml"
         port = free_port()
@@ -134,7 +135,7 @@ class TestCommandErrors:
         assert result.returncode == 2
         assert f"{config}: services.web.tier: must be one of: critical, standard" in result.stderr
 
-    def test_port_in_use(self, tmp_path: Path, start_exporter: type[ExporterProcess]) -> None:
+    def test_port_in_use(self, tmp_path: Path, start_exporter: StartExporter) -> None:
         """A second exporter on the same port exits 2 instead of a traceback."""
         config = tmp_path / "c.yml"
         config.write_text("services: {}\n")

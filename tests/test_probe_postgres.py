@@ -17,7 +17,8 @@ from monitoriza.exporter.metrics import MEASUREMENT_HELP
 from monitoriza.exporter.probes import create_runner
 from monitoriza.exporter.probes import postgres as postgres_probe
 from monitoriza.exporter.probes.base import Deadline, ProbeOutcome
-from monitoriza.exporter.probes.postgres import classify_error, parse_stats, redact, run
+from monitoriza.exporter.probes.common import redact
+from monitoriza.exporter.probes.postgres import classify_error, parse_stats, run
 from tests.support.binaries import wait_until
 from tests.support.postgres_server import PostgresServer
 

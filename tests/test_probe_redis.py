@@ -21,7 +21,8 @@ from monitoriza.config.schema import RedisProbe
 from monitoriza.exporter.metrics import MEASUREMENT_HELP
 from monitoriza.exporter.probes import create_runner
 from monitoriza.exporter.probes.base import Deadline, ProbeOutcome
-from monitoriza.exporter.probes.redis import classify_error, parse_info, redact, run
+from monitoriza.exporter.probes.common import redact
+from monitoriza.exporter.probes.redis import classify_error, parse_info, run
 from tests.support.binaries import wait_until
 from tests.support.redis_server import RedisServer, RedisServerFactory
 

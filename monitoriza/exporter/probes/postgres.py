@@ -25,8 +25,6 @@ import functools
 import math
 import re
 import time
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -34,6 +32,12 @@ from psycopg.conninfo import conninfo_to_dict
 
 from monitoriza.config.schema import PostgresProbe
 from monitoriza.exporter.probes.base import Deadline, Measurement, ProbeOutcome, ProbeRunner
+from monitoriza.exporter.probes.common import (
+    as_number,
+    password_file_failure,
+    read_password,
+    redact,
+)
 
 # Only sessions of clients use connection slots; pg_stat_activity also lists the checkpointer,
 # WAL writer, autovacuum launcher and other background processes, which do not.
@@ -107,10 +111,7 @@ def run(spec: PostgresProbe, deadline: Deadline) -> ProbeOutcome:
     try:
         password = read_password(spec.password_file)
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return ProbeOutcome.failed(
-            "error", f"cannot read password_file {spec.password_file!r}: {reason}"
-        )
+        return password_file_failure(spec.password_file, exc)
 
     try:
         return _probe(spec, name, password, deadline)
@@ -163,11 +164,6 @@ def _probe(
     )
 
 
-def read_password(path: str | None) -> str | None:
-    """The password in ``path``, without the trailing newline editors and ``echo`` add."""
-    if path is None:
-        return None
-    return Path(path).read_text(encoding="utf-8").strip()
 
 
 def classify_error(exc: psycopg.Error) -> str:
@@ -184,14 +180,6 @@ def describe(exc: psycopg.Error) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def redact(url: str) -> str:
-    """``url`` without a password in it, fit for a message that ends up in logs and metrics."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 def parse_stats(
@@ -203,8 +191,8 @@ def parse_stats(
     text). A value that is missing or not a number is skipped rather than reported as zero.
     """
     labels = (("probe", probe),)
-    used = _number(connections)
-    limit = _number(max_connections)
+    used = as_number(connections)
+    limit = as_number(max_connections)
     measurements: list[Measurement] = []
     if used is not None:
         measurements.append(Measurement("monitoriza_postgres_connections", labels, used))
@@ -215,17 +203,3 @@ def parse_stats(
         # Client backends cannot exceed max_connections; the cap only guards odd servers.
         utilization["connections"] = min(used / limit, 1.0)
     return tuple(measurements), utilization
-
-
-def _number(value: object) -> float | None:
-    """``value`` as a float when it is a number or numeric text."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None

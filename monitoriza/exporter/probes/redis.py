@@ -15,8 +15,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -34,6 +32,12 @@ from redis.retry import Retry
 
 from monitoriza.config.schema import RedisProbe
 from monitoriza.exporter.probes.base import Deadline, Measurement, ProbeOutcome, ProbeRunner
+from monitoriza.exporter.probes.common import (
+    as_number,
+    password_file_failure,
+    read_password,
+    redact,
+)
 
 # Server replies that mean "who you are is not accepted" even when redis-py does not map them
 # to AuthenticationError (it depends on the redis-py and server versions).
@@ -51,10 +55,7 @@ def run(spec: RedisProbe, deadline: Deadline) -> ProbeOutcome:
     try:
         password = read_password(spec.password_file)
     except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return ProbeOutcome.failed(
-            "error", f"cannot read password_file {spec.password_file!r}: {reason}"
-        )
+        return password_file_failure(spec.password_file, exc)
 
     remaining = deadline.remaining()
     # Every socket operation is bounded by the time left when the run starts. A target that
@@ -104,11 +105,6 @@ def run(spec: RedisProbe, deadline: Deadline) -> ProbeOutcome:
         client.close()
 
 
-def read_password(path: str | None) -> str | None:
-    """The password in ``path``, without the trailing newline editors and ``echo`` add."""
-    if path is None:
-        return None
-    return Path(path).read_text(encoding="utf-8").strip()
 
 
 def classify_error(exc: RedisError) -> str:
@@ -133,14 +129,6 @@ def describe(exc: RedisError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def redact(url: str) -> str:
-    """``url`` without a password in it, fit for a message that ends up in logs and metrics."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=user + host))
 
 
 def parse_info(
@@ -156,10 +144,10 @@ def parse_info(
     which managed services often disable.
     """
     labels = (("probe", probe),)
-    clients = _number(info.get("connected_clients"))
-    used = _number(info.get("used_memory"))
-    max_memory = _number(info.get("maxmemory"))
-    max_clients = _number(info.get("maxclients"))
+    clients = as_number(info.get("connected_clients"))
+    used = as_number(info.get("used_memory"))
+    max_memory = as_number(info.get("maxmemory"))
+    max_clients = as_number(info.get("maxclients"))
 
     measurements: list[Measurement] = []
     if clients is not None:
@@ -177,18 +165,6 @@ def parse_info(
     return tuple(measurements), utilization
 
 
-def _number(value: object) -> float | None:
-    """``value`` as a float when it is a number or numeric text (redis-py parses most fields)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str | bytes):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 def _ratio(used: float, limit: float) -> float:
