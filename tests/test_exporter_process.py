@@ -86,6 +86,11 @@ class TestNothingReachable:
         assert value(text, "monitoriza_collector_success", {"collector": "probes"}) == 1.0
         assert value(text, "monitoriza_collector_success", {"collector": "health"}) == 1.0
         assert value(text, "monitoriza_config_last_reload_successful", {}) == 1.0
+        # The topology alert rules join on: tiers and the dependency graph.
+        assert value(text, "monitoriza_service_info", {"service": "backend",
+                                                       "tier": "critical"}) == 1.0
+        assert value(text, "monitoriza_service_dependency", {"service": "backend",
+                                                             "depends_on": "postgres"}) == 1.0
         assert exporter.stop() == 0
 
 

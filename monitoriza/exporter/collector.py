@@ -47,6 +47,17 @@ class SnapshotSource(Protocol):
     def skipped_runs(self) -> int: ...
 
 
+def topology_section(config: Config) -> list[tuple[Family, list[str]]]:
+    """Each service's tier and dependencies, so alert rules can join on them."""
+    return [
+        (metrics.SERVICE_INFO, [metrics.SERVICE_INFO.sample((name, service.tier), 1.0)
+                                for name, service in config.services.items()]),
+        (metrics.SERVICE_DEPENDENCY, [metrics.SERVICE_DEPENDENCY.sample((name, dependency), 1.0)
+                                      for name, service in config.services.items()
+                                      for dependency in service.depends_on]),
+    ]
+
+
 def probe_section(states: list[ProbeState]) -> list[tuple[Family, list[str]]]:
     """Per-probe samples, measurements and component statuses, all pre-rendered.
 
@@ -116,6 +127,7 @@ class ExporterCollector:
         self._registry = registry
 
     def sections(self, states: list[ProbeState]) -> Iterator[tuple[str, Callable[[], Section]]]:
+        yield "config", lambda: topology_section(self._config())
         yield "probes", lambda: probe_section(states)
         yield "health", lambda: self._health(self._config(), states)
 

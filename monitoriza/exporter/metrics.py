@@ -71,6 +71,10 @@ PROBE_DURATION = Family("monitoriza_probe_duration_seconds", "Duration of the la
 PROBE_LAST_SUCCESS = Family(
     "monitoriza_probe_last_success_timestamp_seconds",
     "When the probe last succeeded (0 if it never has), for staleness rules", PROBE_LABELS)
+PROBE_LAST_RUN = Family(
+    "monitoriza_probe_last_run_timestamp_seconds",
+    "When the probe last finished a run, successful or not: a probe that stops running is a "
+    "silent failure", PROBE_LABELS)
 PROBE_INTERVAL = Family("monitoriza_probe_interval_seconds",
                         "Configured interval between probe runs", PROBE_LABELS)
 PROBE_FAILURE_REASON = Family(
@@ -100,8 +104,15 @@ PROBE_RUNS_SKIPPED = Family(
     type="counter")
 
 # Families rendered per probe, in exposition order.
-PER_PROBE_FAMILIES = (PROBE_SUCCESS, PROBE_DURATION, PROBE_LAST_SUCCESS, PROBE_INTERVAL,
-                      PROBE_FAILURE_REASON)
+PER_PROBE_FAMILIES = (PROBE_SUCCESS, PROBE_DURATION, PROBE_LAST_SUCCESS, PROBE_LAST_RUN,
+                      PROBE_INTERVAL, PROBE_FAILURE_REASON)
+SERVICE_INFO = Family("monitoriza_service_info",
+                      "Always 1: a configured service and its tier, for joins in alert rules",
+                      ("service", "tier"))
+SERVICE_DEPENDENCY = Family(
+    "monitoriza_service_dependency",
+    "Always 1: service depends on depends_on (the configured dependency graph)",
+    ("service", "depends_on"))
 COUNTER_MEASUREMENTS = frozenset({"monitoriza_container_restarts"})
 MEASUREMENT_FAMILIES = {
     name: Family(name, help_text, ("service", *labels),

@@ -31,7 +31,7 @@ def component_lines(service: str, components: Mapping[str, str]) -> str:
 
 
 def probe_lines(service: str, probe: str, *, interval: float, outcome: ProbeOutcome,
-                duration: float, last_success_at: float | None,
+                duration: float, finished_at: float, last_success_at: float | None,
                 components: Mapping[str, str]) -> dict[str, str]:
     """Family name -> exposition lines of one probe's latest result."""
     labels = (service, probe)
@@ -41,6 +41,7 @@ def probe_lines(service: str, probe: str, *, interval: float, outcome: ProbeOutc
         metrics.PROBE_DURATION.name: metrics.PROBE_DURATION.sample(labels, duration),
         metrics.PROBE_LAST_SUCCESS.name: metrics.PROBE_LAST_SUCCESS.sample(
             labels, last_success_at or 0.0),
+        metrics.PROBE_LAST_RUN.name: metrics.PROBE_LAST_RUN.sample(labels, finished_at),
         metrics.PROBE_INTERVAL.name: metrics.PROBE_INTERVAL.sample(labels, interval),
     }
     if outcome.failure_reason is not None:

@@ -76,5 +76,6 @@ def next_state(previous: ProbeState | None, job: ProbeJob, outcome: ProbeOutcome
         components = dict.fromkeys(previous.components, "unknown")
     return ProbeState(job, outcome, duration, finished_at, last_success, recent, components,
                       probe_lines(job.service, job.name, interval=job.interval, outcome=outcome,
-                                  duration=duration, last_success_at=last_success,
+                                  duration=duration, finished_at=finished_at,
+                                  last_success_at=last_success,
                                   components=components))
