@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__
@@ -18,6 +19,7 @@ from monitoriza.config import load_config
 from monitoriza.config.schema import ListenAddress
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.app import serve
+from monitoriza.timescale import default_rules_dir, render_rules
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -59,6 +61,27 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def cmd_rules_render(args: argparse.Namespace) -> int:
+    try:
+        written = render_rules(args.rules, args.out, args.time_scale)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"monitoriza rules render: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitoriza",
@@ -77,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                           help="overrides exporter.listen from the configuration")
     exporter.set_defaults(handler=cmd_exporter)
+
+    rules = commands.add_parser("rules", help="work with the Prometheus rule files")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    render = rules_commands.add_parser(
+        "render", help="write copies of the rules with every duration scaled")
+    render.add_argument("--time-scale", type=_positive_float, required=True, metavar="X",
+                        help="multiply every duration by X (0.02 turns 5m into 6s)")
+    render.add_argument("--out", type=Path, required=True, metavar="DIR")
+    render.add_argument("--rules", type=Path, default=default_rules_dir(), metavar="DIR",
+                        help="the source rule files (default: %(default)s)")
+    render.set_defaults(handler=cmd_rules_render)
     return parser
 
 

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.postgres_server",
     "tests.support.dockerd",
+    "tests.support.prometheus",
 ]
