@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.support.postgres_server",
     "tests.support.dockerd",
     "tests.support.prometheus",
+    "tests.support.alertmanager",
 ]
