@@ -15,10 +15,12 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__
+from monitoriza.audit.commands import export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import ListenAddress
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.app import serve
+from monitoriza.responder.server import serve as responder_serve
 from monitoriza.timescale import default_rules_dir, render_rules
 
 EXIT_OK = 0
@@ -61,6 +63,26 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def cmd_responder(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        return responder_serve(config, args.listen)
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_USAGE
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_USAGE
+    if args.audit_command == "verify":
+        return verify_command(config)
+    return export_command(config, args.since, sys.stdout)
+
+
 def cmd_rules_render(args: argparse.Namespace) -> int:
     try:
         written = render_rules(args.rules, args.out, args.time_scale)
@@ -100,6 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--listen", type=_listen, metavar="HOST:PORT",
                           help="overrides exporter.listen from the configuration")
     exporter.set_defaults(handler=cmd_exporter)
+
+    responder = commands.add_parser("responder", help="run the Alertmanager webhook responder")
+    responder.add_argument("--config", type=Path, required=True, metavar="FILE")
+    responder.add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                           help="overrides responder.listen from the configuration")
+    responder.set_defaults(handler=cmd_responder)
+
+    audit = commands.add_parser("audit", help="verify or export the audit chain")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_commands.add_parser(
+        "verify", help="check every entry and the signed checkpoints; exit 1 if broken")
+    verify.add_argument("--config", type=Path, required=True, metavar="FILE")
+    verify.set_defaults(handler=cmd_audit)
+    export = audit_commands.add_parser("export", help="print entries as JSON lines")
+    export.add_argument("--config", type=Path, required=True, metavar="FILE")
+    export.add_argument("--since", metavar="WHEN",
+                        help="a duration (7d), an RFC 3339 time, or seq:N")
+    export.set_defaults(handler=cmd_audit)
 
     rules = commands.add_parser("rules", help="work with the Prometheus rule files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

@@ -9,4 +9,6 @@ pytest_plugins = [
     "tests.support.dockerd",
     "tests.support.prometheus",
     "tests.support.alertmanager",
+    "tests.support.responder",
+    "tests.support.responder_process",
 ]

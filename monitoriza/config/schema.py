@@ -216,10 +216,43 @@ class Exporter(Strict):
     docker_url: str | None = None
 
 
+class Audit(Strict):
+    """The hash-chained audit log and its signed checkpoints (see docs/audit.md)."""
+
+    # Optional HMAC key: with it, rewriting the chain needs the key, not just the file.
+    hmac_key_file: str | None = None
+    # Ed25519 private key (PEM) that signs checkpoints; generated on first use if missing.
+    signing_key_file: str = "monitoriza-audit-signing.pem"
+    # Checkpoints are kept outside the store, so that truncating the store is detectable.
+    checkpoint_file: str = "monitoriza-audit-checkpoints.jsonl"
+    checkpoint_every: Annotated[int, Field(ge=1)] = 100
+    checkpoint_interval: Duration = 60.0
+    # The responder re-verifies the whole chain this often and exports the result.
+    verify_interval: Duration = 600.0
+
+
+class Responder(Strict):
+    """The Alertmanager webhook: where it listens, where it keeps state, how it authenticates."""
+
+    listen: ListenAddress = "127.0.0.1:9095"
+    # SQLite path by default; a postgresql:// URL shares state between replicas.
+    store_url: str = "sqlite:///monitoriza-responder.db"
+    # How long a write waits for the store's lock before the webhook answers 503.
+    store_timeout: Duration = 5.0
+    # Bearer token Alertmanager must send (its credentials_file holds the same token).
+    token_file: str = "monitoriza-responder.token"
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    lease: Duration = 30.0
+    # One process with this many request threads; scale out with replicas, not processes.
+    threads: Annotated[int, Field(ge=1, le=256)] = 16
+    audit: Audit = Field(default_factory=Audit)
+
+
 class Config(Strict):
     """The whole configuration file."""
 
     exporter: Exporter = Field(default_factory=Exporter)
+    responder: Responder = Field(default_factory=Responder)
     health: Health = Field(default_factory=Health)
     services: dict[Name, Service]
 

@@ -1,0 +1,178 @@
+"""Webhook intake: throughput and acknowledgement latency of the real responder.
+
+The responder runs as users run it (``monitoriza responder``: gunicorn, SQLite in WAL mode
+with ``synchronous=FULL``). Clients in separate processes post Alertmanager notifications
+(one alert each, every one new) and time each acknowledgement:
+
+- **saturation**: 32 concurrent clients post as fast as they can;
+- **paced**: 200 notifications a second, spread over 32 clients, for ``--seconds``.
+
+The baseline, measured in the same run on the same disk, is a bare loop that inserts one row
+and commits, with the same durability settings: the most any intake that commits each
+notification before acknowledging it could do.
+
+Usage: python benchmarks/intake.py [--notifications 3000] [--rate 200] [--seconds 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+TOKEN = "benchmark-token"
+FIXTURE = Path(__file__).parent.parent / "tests" / "fixtures" / "alertmanager" / \
+    "firing_single.json"
+
+
+def notification(template: dict[str, Any], index: int) -> str:
+    body = json.loads(json.dumps(template))
+    body["alerts"][0]["fingerprint"] = f"{index:016x}"
+    body["alerts"][0]["labels"]["instance"] = f"node-{index}"
+    return json.dumps(body)
+
+
+def client(url: str, indexes: list[int], start_at: float, interval: float,
+           queue: Any) -> None:
+    """One client process: post its notifications (paced when ``interval`` > 0)."""
+    template = json.loads(FIXTURE.read_text())
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies = []
+    for position, index in enumerate(indexes):
+        if interval:
+            delay = start_at + position * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        body = notification(template, index)
+        began = time.perf_counter()
+        response = session.post(url, data=body, headers=headers, timeout=30)
+        latencies.append(time.perf_counter() - began)
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.text}")
+    session.close()
+    queue.put(latencies)
+
+
+def run_clients(url: str, first: int, count: int, clients: int, rate: float) -> dict[str, float]:
+    """``count`` notifications from ``clients`` concurrent clients (threads in 4 processes)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    # Each client gets every clients-th notification; pacing offsets them evenly.
+    per_client_interval = clients / rate if rate else 0.0
+    start_at = time.monotonic() + 1.0
+    workers = [context.Process(target=client, args=(
+        url, list(range(first + c, first + count, clients)),
+        start_at + (c / rate if rate else 0.0), per_client_interval, queue))
+        for c in range(clients)]
+    began = time.monotonic()
+    for worker in workers:
+        worker.start()
+    latencies = [latency for _ in workers for latency in queue.get(timeout=600)]
+    for worker in workers:
+        worker.join()
+    elapsed = time.monotonic() - max(began, start_at if rate else began)
+    ordered = sorted(latencies)
+    return {"notifications": len(latencies), "per_second": len(latencies) / elapsed,
+            "p50_ms": statistics.median(ordered) * 1000,
+            "p99_ms": ordered[round(0.99 * (len(ordered) - 1))] * 1000}
+
+
+def bare_sqlite(path: Path, rows: int) -> float:
+    """Inserts and commits per second, one row per commit, WAL with synchronous=FULL."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+    body = FIXTURE.read_text()
+    began = time.perf_counter()
+    for _ in range(rows):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t (body) VALUES (?)", (body,))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    conn.close()
+    return rows / elapsed
+
+
+def start_responder(directory: Path, port: int) -> subprocess.Popen[bytes]:
+    (directory / "token").write_text(TOKEN)
+    config = directory / "monitoriza.yml"
+    config.write_text(yaml.safe_dump({"services": {}, "responder": {
+        "listen": f"127.0.0.1:{port}", "threads": 32,
+        "store_url": f"sqlite:///{directory / 'responder.db'}",
+        "token_file": str(directory / "token"),
+        "audit": {"signing_key_file": str(directory / "signing.pem"),
+                  "checkpoint_file": str(directory / "checkpoints.jsonl")}}}))
+    process = subprocess.Popen([sys.executable, "-m", "monitoriza.cli", "responder", "--config",
+                                str(config)], stdout=subprocess.DEVNULL,
+                               stderr=(directory / "responder.log").open("wb"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).ok:
+                return process
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise RuntimeError((directory / "responder.log").read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--notifications", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--port", type=int, default=19595)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="mz-intake-") as tmp:
+        directory = Path(tmp)
+        baseline = bare_sqlite(directory / "bare.db", 1000)
+        responder = start_responder(directory, args.port)
+        url = f"http://127.0.0.1:{args.port}/api/v1/alerts"
+        try:
+            saturated = run_clients(url, 0, args.notifications, args.clients, 0.0)
+            paced_count = int(args.rate * args.seconds)
+            paced = run_clients(url, args.notifications, paced_count, args.clients, args.rate)
+        finally:
+            responder.send_signal(signal.SIGTERM)
+            responder.wait(timeout=30)
+
+    result = {
+        "baseline_commits_per_second": round(baseline, 1),
+        "saturation_per_second": round(saturated["per_second"], 1),
+        "saturation_p50_ms": round(saturated["p50_ms"], 2),
+        "saturation_p99_ms": round(saturated["p99_ms"], 2),
+        "ratio_to_baseline": round(saturated["per_second"] / baseline, 2),
+        "paced_rate": args.rate,
+        "paced_achieved_per_second": round(paced["per_second"], 1),
+        "paced_p50_ms": round(paced["p50_ms"], 2),
+        "paced_p99_ms": round(paced["p99_ms"], 2),
+        "target_met": paced["p99_ms"] < 50,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    threading.excepthook = lambda hook: None  # quiet shutdown of client threads
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The responder's Flask application factory.
+
+``create_app(config)`` wires the store, the journal, the audit log and the worker into one
+app; blueprints add the endpoints (intake, audit, operations). Tests pass ``start_worker=False``
+and drive the worker themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from monitoriza.audit.log import AuditLog
+from monitoriza.config.schema import Config
+from monitoriza.exceptions import ConfigError
+from monitoriza.responder import audit_api, intake, operations
+from monitoriza.responder.journal import Journal, JournalRow
+from monitoriza.responder.metrics import ResponderMetrics
+from monitoriza.responder.processing import Processor, RecordingProcessor
+from monitoriza.responder.state import Responder
+from monitoriza.responder.verifier import AuditVerifier
+from monitoriza.responder.worker import JournalWorker
+from monitoriza.store import create_store
+
+log = logging.getLogger(__name__)
+
+
+def read_token(path: str) -> str:
+    """The webhook's bearer token; a missing or empty file is a configuration error."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"responder.token_file: cannot read {path}: {exc.strerror}"]) from None
+    if not token:
+        raise ConfigError([f"responder.token_file: {path} is empty"])
+    return token
+
+
+def create_app(config: Config, *, token: str | None = None, start_worker: bool = True,
+               processor: Processor | None = None,
+               test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the responder app for ``config``; raises ConfigError for a missing token."""
+    settings = config.responder
+    app = Flask("monitoriza.responder")
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    if test_config:
+        app.config.update(test_config)
+
+    engine = create_store(settings.store_url, settings.store_timeout)
+    journal = Journal(engine)
+    audit = AuditLog.from_config(engine, settings.audit)
+    metrics = ResponderMetrics()
+    metrics.watch_store(journal, audit.count)
+
+    def on_processed(row: JournalRow, outcome: str) -> None:
+        metrics.processed.labels(outcome).inc()
+
+    def checkpoint() -> None:
+        # After commits only: a checkpoint of an uncommitted entry would read as truncation.
+        audit.maybe_checkpoint()
+
+    worker = JournalWorker(journal, processor or RecordingProcessor(audit), lease=settings.lease,
+                           on_processed=on_processed, after_batch=checkpoint)
+    verifier = AuditVerifier(audit, metrics, settings.audit.verify_interval)
+    app.extensions["monitoriza"] = Responder(
+        config, token if token is not None else read_token(settings.token_file), journal,
+        audit, metrics, worker, verifier)
+
+    app.register_blueprint(intake.blueprint)
+    app.register_blueprint(audit_api.blueprint)
+    app.register_blueprint(operations.blueprint)
+
+    @app.errorhandler(HTTPException)
+    def json_error(error: HTTPException) -> tuple[Any, int]:
+        """API errors are JSON, whatever raised them (routing, size limit, method)."""
+        status = error.code or 500
+        return jsonify(error=error.name, message=error.description), status
+
+    if start_worker:
+        worker.start()
+        verifier.start()
+    return app

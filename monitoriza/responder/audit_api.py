@@ -1,0 +1,34 @@
+"""``GET /api/v1/audit``: read the audit chain (same bearer token as the webhook)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from monitoriza.responder.auth import authorized
+from monitoriza.responder.errors import error
+from monitoriza.responder.state import responder_of
+
+blueprint = Blueprint("audit", __name__)
+MAX_LIMIT = 1000
+
+
+@blueprint.get("/api/v1/audit")
+def list_audit() -> tuple[Response, int]:
+    state = responder_of(current_app)
+    if not authorized(request, state.token):
+        return error(401, "unauthorized", "a valid bearer token is required")
+    try:
+        since = int(request.args.get("since", "0"))
+        limit = int(request.args.get("limit", "100"))
+    except ValueError:
+        return error(400, "bad request", "since and limit must be integers")
+    if since < 0 or not 1 <= limit <= MAX_LIMIT:
+        return error(400, "bad request", f"since must be >= 0 and limit in 1..{MAX_LIMIT}")
+    entries = state.audit.entries(since_seq=since, limit=limit)
+    head_seq, head_hash = state.audit.head()
+    return jsonify(
+        entries=[{"seq": e.seq, "ts": e.ts, "kind": e.kind, "data": e.data, "prev": e.prev,
+                  "hash": e.hash} for e in entries],
+        head={"seq": head_seq, "hash": head_hash},
+        next_since=entries[-1].seq if entries else since,
+    ), 200

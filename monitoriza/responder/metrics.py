@@ -1,0 +1,75 @@
+"""The responder's own metrics, served at /metrics.
+
+Counters live in this process (the responder runs one process with many threads; replicas
+are separate scrape targets). Journal depth and the audit chain's length are read from the
+store at scrape time, so they are right whichever replica did the work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitoriza import __version__
+from monitoriza.responder.journal import Journal
+
+
+class StoreCollector(Collector):
+    """Journal depth, the oldest pending alert's age and the audit chain length."""
+
+    def __init__(self, journal: Journal, audit_entries: Callable[[], int]) -> None:
+        self._journal = journal
+        self._audit_entries = audit_entries
+
+    def collect(self) -> Iterator[Metric]:
+        depth, oldest = self._journal.depth()
+        yield GaugeMetricFamily("monitoriza_responder_journal_depth",
+                                "Journaled alerts not yet processed", value=depth)
+        yield GaugeMetricFamily(
+            "monitoriza_responder_journal_oldest_pending_age_seconds",
+            "Age of the oldest journaled alert not yet processed (0 when none)",
+            value=0.0 if oldest is None else max(0.0, time.time() - oldest))
+        yield GaugeMetricFamily("monitoriza_audit_entries",
+                                "Length of the audit chain (it only grows)",
+                                value=self._audit_entries())
+
+
+class ResponderMetrics:
+    """Every metric of one responder process, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("monitoriza_responder_requests", "HTTP requests answered",
+                                ["endpoint", "status"], registry=self.registry)
+        self.intake_duration = Histogram(
+            "monitoriza_responder_intake_duration_seconds",
+            "Time from receiving a notification to acknowledging it (journal commit included)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry)
+        self.alerts_received = Counter("monitoriza_responder_alerts_received",
+                                       "Alerts in accepted notifications", registry=self.registry)
+        self.duplicates = Counter(
+            "monitoriza_responder_duplicate_alerts",
+            "Alerts already journaled (repeats, retries, HA duplicates)", registry=self.registry)
+        self.truncated = Counter(
+            "monitoriza_responder_truncated_alerts",
+            "Alerts Alertmanager left out of notifications (truncatedAlerts)",
+            registry=self.registry)
+        self.processed = Counter("monitoriza_responder_alerts_processed",
+                                 "Journaled alerts processed, by outcome", ["outcome"],
+                                 registry=self.registry)
+        self.verify_success = Gauge("monitoriza_audit_last_verify_success",
+                                    "1 when the last audit chain verification passed",
+                                    registry=self.registry)
+        self.verify_time = Gauge("monitoriza_audit_last_verify_timestamp_seconds",
+                                 "When the audit chain was last verified",
+                                 registry=self.registry)
+        Info("monitoriza_responder_build", "Monitoriza version", registry=self.registry).info(
+            {"version": __version__})
+
+    def watch_store(self, journal: Journal, audit_entries: Callable[[], int]) -> None:
+        self.registry.register(StoreCollector(journal, audit_entries))

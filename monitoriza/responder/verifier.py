@@ -1,0 +1,44 @@
+"""Re-verifies the audit chain now and then, and publishes the result as metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from monitoriza.audit.log import AuditLog
+from monitoriza.responder.metrics import ResponderMetrics
+
+log = logging.getLogger(__name__)
+
+
+class AuditVerifier:
+    """Verifies the audit chain now and then, and publishes the result as metrics."""
+
+    def __init__(self, audit: AuditLog, metrics: ResponderMetrics, interval: float) -> None:
+        self.audit = audit
+        self.metrics = metrics
+        self.interval = interval
+        self._stop = threading.Event()
+
+    def verify(self) -> bool:
+        result = self.audit.verify()
+        if not result.ok:
+            log.error("audit chain verification failed: %s", result.reason)
+        self.metrics.verify_success.set(1 if result.ok else 0)
+        self.metrics.verify_time.set_to_current_time()
+        return result.ok
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="audit-verifier", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.verify()
+            except Exception:  # the store may be briefly unavailable; try again later
+                log.exception("audit verification could not run")
+            if self._stop.wait(self.interval):
+                return

@@ -1,0 +1,138 @@
+"""The responder's durable state, in SQL through SQLAlchemy Core.
+
+SQLite (the default) runs in WAL mode with ``synchronous=FULL``, so a commit survives a power
+cut, and every write transaction starts with ``BEGIN IMMEDIATE``, so concurrent writers (threads
+or gunicorn workers) queue on the database lock instead of failing half-way. PostgreSQL is
+chosen by URL; the schema is the same.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+# One row per alert of every accepted notification, keyed as Alertmanager identifies it. A
+# repeated, retried or HA-duplicated notification maps to the same keys and adds no rows.
+journal = Table(
+    "journal", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("receiver", String(255), nullable=False),
+    Column("group_key", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("starts_at", String(64), nullable=False),
+    Column("alert", Text, nullable=False),  # the alert as JSON, with its notification's context
+    Column("received_at", Float, nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("lease_owner", String(128)),
+    Column("lease_expires", Float),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("processed_at", Float),
+    Column("outcome", String(64)),
+    UniqueConstraint("receiver", "group_key", "fingerprint", "status", "starts_at",
+                     name="journal_alert_key"),
+)
+Index("journal_state_id", journal.c.state, journal.c.id)
+
+# What the responder knows of each alert occurrence (an alert is identified by its fingerprint
+# and the start of this firing). A resolved occurrence is never reopened by a late firing.
+alert_state = Table(
+    "alert_state", metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("starts_at", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Every accepted notification, for truncatedAlerts and the intake record.
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", Float, nullable=False),
+    Column("receiver", String(255), nullable=False),
+    Column("group_key", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("alerts", Integer, nullable=False),
+    Column("new_alerts", Integer, nullable=False),
+    Column("truncated_alerts", Integer, nullable=False),
+)
+
+# The hash-chained audit log (monitoriza.audit): append-only, one linear chain.
+audit = Table(
+    "audit", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("data", Text, nullable=False),  # canonical JSON
+    Column("prev", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+
+def _sqlite_pragmas(timeout: float) -> Any:
+    def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (_begin_immediate).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Readers (see ``reading``) must not queue behind writers: WAL lets them read at once.
+    if connection.get_execution_options().get("readonly"):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads only: on SQLite it never waits for the write lock."""
+    with engine.connect() as conn:
+        yield conn.execution_options(readonly=True)
+
+
+def create_store(url: str, timeout: float = 5.0) -> Engine:
+    """An engine for ``url`` with the schema created; SQLite tuned for durability.
+
+    ``timeout`` bounds how long a write waits for the lock held by another writer.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                  "timeout": timeout})
+        event.listen(engine, "connect", _sqlite_pragmas(timeout))
+        event.listen(engine, "begin", _begin_immediate)
+    else:
+        # psycopg 3 is the driver Monitoriza installs; SQLAlchemy's default is psycopg2.
+        if url.startswith(("postgresql://", "postgres://")):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        engine = create_engine(url, pool_pre_ping=True,
+                               connect_args={"connect_timeout": max(1, round(timeout))})
+    metadata.create_all(engine)
+    return engine
