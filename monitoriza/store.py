@@ -9,6 +9,8 @@ chosen by URL; the schema is the same.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -111,6 +113,27 @@ def _begin_immediate(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A write transaction; on SQLite, threads of this process take turns on a Python lock.
+
+    SQLite's own busy handler makes a waiting writer sleep in growing steps (up to 100 ms)
+    and retry, so with many threads contending a commit can wait hundreds of milliseconds
+    after the lock was freed; a Python lock hands it over at once. Writers in other processes
+    still meet SQLite's lock and its timeout.
+    """
+    lock = _WRITE_LOCKS.get(engine)
+    if lock is None:
+        with engine.begin() as conn:
+            yield conn
+        return
+    with lock, engine.begin() as conn:
+        yield conn
+
+
 @contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for reads only: on SQLite it never waits for the write lock."""
@@ -128,6 +151,7 @@ def create_store(url: str, timeout: float = 5.0) -> Engine:
                                                   "timeout": timeout})
         event.listen(engine, "connect", _sqlite_pragmas(timeout))
         event.listen(engine, "begin", _begin_immediate)
+        _WRITE_LOCKS[engine] = threading.Lock()
     else:
         # psycopg 3 is the driver Monitoriza installs; SQLAlchemy's default is psycopg2.
         if url.startswith(("postgresql://", "postgres://")):

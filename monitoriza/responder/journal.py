@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from monitoriza.responder.webhook import Notification
-from monitoriza.store import journal, notifications, reading
+from monitoriza.store import journal, notifications, reading, writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ class Journal:
                  "received_at": now}
                 for alert, document in zip(notification.alerts,
                                            alert_documents(notification), strict=True)]
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             new = 0
             if rows:
                 statement = self._insert(journal).on_conflict_do_nothing(
@@ -104,7 +104,7 @@ class Journal:
                      .returning(journal.c.id, journal.c.receiver, journal.c.group_key,
                                 journal.c.fingerprint, journal.c.status, journal.c.starts_at,
                                 journal.c.alert, journal.c.attempts))
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             claimed = [JournalRow(*row) for row in conn.execute(statement)]
         return sorted(claimed, key=lambda row: row.id)
 

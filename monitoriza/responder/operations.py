@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from monitoriza.responder.errors import error
 from monitoriza.responder.state import responder_of
+from monitoriza.store import writing
 
 blueprint = Blueprint("operations", __name__)
 OPENAPI = Path(__file__).with_name("openapi.yaml")
@@ -25,7 +26,7 @@ def readyz() -> tuple[Response, int]:
     """Ready when the store takes a write transaction (SQLite: the write lock)."""
     state = responder_of(current_app)
     try:
-        with state.journal.engine.begin() as conn:
+        with writing(state.journal.engine) as conn:
             conn.exec_driver_sql("SELECT 1")
     except SQLAlchemyError as exc:
         return error(503, "service unavailable",
