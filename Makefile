@@ -25,6 +25,8 @@ test: bootstrap lint typecheck unit
 
 bench: bootstrap
 	$(PY) benchmarks/scrape.py
+	$(PY) benchmarks/intake.py
+	$(PY) benchmarks/audit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
