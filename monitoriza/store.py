@@ -91,6 +91,70 @@ audit = Table(
 )
 
 
+# Incidents: alerts correlated over the dependency graph, with their root cause.
+incidents = Table(
+    "incidents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("state", String(16), nullable=False),  # open, healing, resolved
+    Column("opened_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("resolved_at", Float),
+    Column("root_service", String(255)),
+    Column("root_component", String(255)),
+    Column("root_kind", String(16)),
+    Column("reasoning", Text, nullable=False, server_default="[]"),
+    Column("risk", String(16), nullable=False),
+    Column("signature", String(512), nullable=False),
+    Column("alerts", Text, nullable=False),  # JSON: fingerprint -> latest alert event
+)
+Index("incidents_state", incidents.c.state)
+
+# Healing actions: decided in the journal transaction, executed by the healer at most once.
+actions = Table(
+    "actions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, nullable=False),
+    Column("service", String(255), nullable=False),
+    Column("playbook", String(255), nullable=False),
+    Column("alert", Text, nullable=False),  # JSON of the alert that triggered it
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("lease_owner", String(128)),
+    Column("lease_expires", Float),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("outcome", String(16)),  # success, failure, dry_run, blocked, skipped
+    Column("detail", Text),
+)
+Index("actions_state_id", actions.c.state, actions.c.id)
+
+# Breaker and budget states, as JSON per key, shared by every worker of the store.
+healing_state = Table(
+    "healing_state", metadata,
+    Column("key", String(512), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# Operational memory: outcomes per (alert signature, service, action).
+memory = Table(
+    "memory", metadata,
+    Column("signature", String(512), primary_key=True),
+    Column("service", String(255), primary_key=True),
+    Column("action", String(255), primary_key=True),
+    Column("successes", Integer, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("updated_at", Float, nullable=False),
+)
+
+settings = Table(
+    "settings", metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+
 def _sqlite_pragmas(timeout: float) -> Any:
     def on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (_begin_immediate).

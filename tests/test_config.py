@@ -54,6 +54,11 @@ INVALID = {
     "invalid-bad-listen.yml": ["exporter.listen: 'localhost' is not a HOST:PORT address"],
     "invalid-weight-negative.yml": ["health.weights.availability: must be >= 0"],
     "invalid-port-range.yml": ["services.mongodb.probes[0].port: must be <= 65535"],
+    "invalid-playbook-command.yml": [
+        "services.redis.healing[0].steps[0].argv[0]: '/bin/sh' is not in "
+        "responder.healing.allowed_commands"],
+    "invalid-playbook-verify.yml": ["services.redis.healing[0].verify.probe: redis has no "
+                                    "probe 'tcp'"],
 }
 
 

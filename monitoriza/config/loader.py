@@ -14,7 +14,14 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from monitoriza.config.schema import PROBE_KINDS, Config, DockerProbe, Service
+from monitoriza.config.schema import (
+    PROBE_KINDS,
+    CommandAction,
+    Config,
+    DockerProbe,
+    HttpAction,
+    Service,
+)
 from monitoriza.exceptions import ConfigError
 
 ROOT = "(root)"
@@ -189,6 +196,39 @@ def _graph_errors(services: Mapping[str, Service]) -> list[str]:
     return errors
 
 
+def _playbook_errors(config: Config) -> list[str]:
+    """Playbooks refer to real probes and stay inside the responder's allow-lists."""
+    errors = []
+    healing = config.responder.healing
+    allowed_urls = [str(url) for url in healing.allowed_urls]
+    for name, service in config.services.items():
+        probes = {probe.name for probe in service.probes}
+        seen: set[str] = set()
+        for index, book in enumerate(service.healing):
+            path = f"services.{name}.healing[{index}]"
+            if book.name in seen:
+                errors.append(f"{path}.name: duplicate playbook name {book.name!r}")
+            seen.add(book.name)
+            if book.verify is not None:
+                if (book.verify.probe is None) == (book.verify.promql is None):
+                    errors.append(f"{path}.verify: set exactly one of probe and promql")
+                elif book.verify.probe is not None and book.verify.probe not in probes:
+                    errors.append(f"{path}.verify.probe: {name} has no probe "
+                                  f"{book.verify.probe!r}")
+            for part, steps in (("steps", book.steps), ("rollback", book.rollback)):
+                for number, step in enumerate(steps):
+                    where = f"{path}.{part}[{number}]"
+                    if isinstance(step, CommandAction):
+                        if step.argv[0] not in healing.allowed_commands:
+                            errors.append(f"{where}.argv[0]: {step.argv[0]!r} is not in "
+                                          "responder.healing.allowed_commands")
+                    elif isinstance(step, HttpAction) and "{" not in step.url and not any(
+                            step.url.startswith(prefix) for prefix in allowed_urls):
+                        errors.append(f"{where}.url: {step.url!r} is not under any of "
+                                      "responder.healing.allowed_urls")
+    return errors
+
+
 def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str]:
     """Return one cycle of ``graph`` as a closed path (``a, b, a``), or an empty list."""
     visiting: list[str] = []
@@ -227,6 +267,7 @@ def config_from_data(data: Any) -> Config:
         raise ConfigError(_validation_messages(exc)) from None
     config, errors = _resolve_probes(config)
     errors += _graph_errors(config.services)
+    errors += _playbook_errors(config)
     if errors:
         raise ConfigError(errors)
     return config

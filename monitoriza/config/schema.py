@@ -167,6 +167,65 @@ Probe = Annotated[
 PROBE_KINDS = ("http", "tcp", "redis", "postgres", "docker", "host", "process")
 
 
+class ActionBase(Strict):
+    """One step of a playbook. Strings may hold placeholders ``{service}``,
+    ``{alertname}`` and ``{label.NAME}``; a label value only fills a placeholder if it is a
+    plain token (letters, digits, ``._:-``), so it can never smuggle in shell syntax, a path
+    or another host."""
+
+    timeout: Duration = 30.0
+
+
+class DockerRestartAction(ActionBase):
+    action: Literal["docker_restart"]
+    container: str
+    docker_url: str | None = None
+
+
+class CommandAction(ActionBase):
+    action: Literal["command"]
+    argv: Annotated[list[str], Field(min_length=1)]  # run directly, never through a shell
+
+
+class HttpAction(ActionBase):
+    action: Literal["http"]
+    url: HttpUrl
+    method: Literal["GET", "POST", "PUT"] = "POST"
+
+
+Action = Annotated[DockerRestartAction | CommandAction | HttpAction,
+                   Field(discriminator="action")]
+ACTION_KINDS = ("docker_restart", "command", "http")
+
+
+class Verify(Strict):
+    """How a playbook checks that healing worked: re-run a probe, or a PromQL condition."""
+
+    probe: Name | None = None
+    promql: str | None = None
+    timeout: Duration = 60.0
+    interval: Duration = 2.0
+    # Wait this long before the first check, so that a target that starts and falls over
+    # again at once is not counted as healed.
+    settle: Duration | None = None
+
+
+class PlaybookMatch(Strict):
+    """Which alerts a playbook answers (the service is the one it is declared under)."""
+
+    alertname: list[str] = Field(default_factory=list)  # empty: any
+    severity: list[Literal["P2", "P3", "P4"]] = Field(default_factory=list)  # empty: any
+
+
+class Playbook(Strict):
+    name: Name
+    match: PlaybookMatch = Field(default_factory=PlaybookMatch)
+    steps: Annotated[list[Action], Field(min_length=1)]
+    verify: Verify | None = None
+    rollback: list[Action] = Field(default_factory=list)
+    dry_run: bool = False
+
+
 class Service(Strict):
     """One service of the estate."""
 
@@ -174,6 +233,7 @@ class Service(Strict):
     description: str = ""
     depends_on: list[Name] = Field(default_factory=list)
     probes: list[Probe] = Field(default_factory=list)
+    healing: list[Playbook] = Field(default_factory=list)
 
 
 class HealthWeights(Strict):
@@ -231,6 +291,61 @@ class Audit(Strict):
     verify_interval: Duration = 600.0
 
 
+class Budget(Strict):
+    """Restarts allowed per target in a sliding window, and the backoff between them."""
+
+    restarts: Annotated[int, Field(ge=1)] = 3
+    window: Duration = 900.0
+    backoff_initial: Duration = 10.0
+    backoff_max: Duration = 300.0
+    reset_after: Duration = 600.0  # healthy this long: backoff starts over
+
+
+class Breaker(Strict):
+    """Circuit breaker per (service, action)."""
+
+    consecutive_failures: Annotated[int, Field(ge=1)] = 3
+    failure_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    window: Annotated[int, Field(ge=1)] = 10
+    min_calls: Annotated[int, Field(ge=1)] = 5
+    open_for: Duration = 60.0
+    max_open_for: Duration = 1800.0
+    close_after: Annotated[int, Field(ge=1)] = 2
+
+
+class MaintenanceWindow(Strict):
+    services: list[Name] = Field(default_factory=list)  # empty: every service
+    start: str  # RFC 3339
+    end: str
+
+
+class Chat(Strict):
+    """A Slack-compatible incoming webhook for incident posts."""
+
+    webhook_url_file: str
+    timeout: Duration = 5.0
+    max_per_minute: Annotated[int, Field(ge=1)] = 20
+    retries: Annotated[int, Field(ge=0)] = 3
+
+
+class Healing(Strict):
+    """The responder's healing policy; see docs/healing.md."""
+
+    dry_run: bool = False
+    kill_switch_file: str = "monitoriza-kill-switch"
+    allowed_commands: list[str] = Field(default_factory=list)  # argv[0] values that may run
+    allowed_urls: list[HttpUrl] = Field(default_factory=list)  # URL prefixes http steps may use
+    budget: Budget = Field(default_factory=Budget)
+    breaker: Breaker = Field(default_factory=Breaker)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    max_concurrent_actions: Annotated[int, Field(ge=1)] = 4
+    max_targets_per_minute: Annotated[int, Field(ge=1)] = 2
+    correlation_window: Duration = 300.0
+    recurring_threshold: Annotated[int, Field(ge=2)] = 3  # same signature N times in 7 days
+    alertmanager_url: HttpUrl | None = None  # where refusals are escalated as P2 alerts
+    chat: Chat | None = None
+
+
 class Responder(Strict):
     """The Alertmanager webhook: where it listens, where it keeps state, how it authenticates."""
 
@@ -246,6 +361,7 @@ class Responder(Strict):
     # One process with this many request threads; scale out with replicas, not processes.
     threads: Annotated[int, Field(ge=1, le=256)] = 16
     audit: Audit = Field(default_factory=Audit)
+    healing: Healing = Field(default_factory=Healing)
 
 
 class Config(Strict):

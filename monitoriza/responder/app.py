@@ -17,10 +17,15 @@ from werkzeug.exceptions import HTTPException
 from monitoriza.audit.log import AuditLog
 from monitoriza.config.schema import Config
 from monitoriza.exceptions import ConfigError
-from monitoriza.responder import audit_api, intake, operations
+from monitoriza.healing.chat import notifier_from_config
+from monitoriza.healing.decide import HealingProcessor
+from monitoriza.healing.healer import Healer, HealOutcome
+from monitoriza.healing.metrics import HealingCollector
+from monitoriza.healing.notify import Escalator, IncidentNotifier
+from monitoriza.responder import audit_api, healing_api, intake, operations
 from monitoriza.responder.journal import Journal, JournalRow
 from monitoriza.responder.metrics import ResponderMetrics
-from monitoriza.responder.processing import Processor, RecordingProcessor
+from monitoriza.responder.processing import Processor
 from monitoriza.responder.state import Responder
 from monitoriza.responder.verifier import AuditVerifier
 from monitoriza.responder.worker import JournalWorker
@@ -56,23 +61,38 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     metrics = ResponderMetrics()
     metrics.watch_store(journal, audit.count)
 
+    chat = notifier_from_config(settings.healing.chat)
+    notifier = IncidentNotifier(chat, Escalator(
+        str(settings.healing.alertmanager_url) if settings.healing.alertmanager_url else None))
+    metrics.watch_healing(HealingCollector(engine, settings.healing, chat.stats))
+
+    def count_outcome(outcome: HealOutcome) -> None:
+        metrics.healing_actions.labels(outcome.job.service, outcome.job.playbook,
+                                       outcome.outcome).inc()
+
+    healer = Healer(engine, config, audit, listeners=[count_outcome, notifier.outcome])
+
     def on_processed(row: JournalRow, outcome: str) -> None:
         metrics.processed.labels(outcome).inc()
+        healer.wake()
 
     def checkpoint() -> None:
         # After commits only: a checkpoint of an uncommitted entry would read as truncation.
         audit.maybe_checkpoint()
 
-    worker = JournalWorker(journal, processor or RecordingProcessor(audit), lease=settings.lease,
-                           on_processed=on_processed, after_batch=checkpoint)
+    worker = JournalWorker(journal, processor or HealingProcessor(config, audit,
+                                                                  notify=notifier.incident),
+                           lease=settings.lease, on_processed=on_processed,
+                           after_batch=checkpoint)
     verifier = AuditVerifier(audit, metrics, settings.audit.verify_interval)
     app.extensions["monitoriza"] = Responder(
         config, token if token is not None else read_token(settings.token_file), journal,
-        audit, metrics, worker, verifier)
+        audit, metrics, worker, verifier, healer)
 
     app.register_blueprint(intake.blueprint)
     app.register_blueprint(audit_api.blueprint)
     app.register_blueprint(operations.blueprint)
+    app.register_blueprint(healing_api.blueprint)
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> tuple[Any, int]:
@@ -83,4 +103,5 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     if start_worker:
         worker.start()
         verifier.start()
+        healer.start()
     return app

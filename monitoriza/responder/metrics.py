@@ -71,5 +71,12 @@ class ResponderMetrics:
         Info("monitoriza_responder_build", "Monitoriza version", registry=self.registry).info(
             {"version": __version__})
 
+        self.healing_actions = Counter(
+            "monitoriza_healing_actions", "Healing actions by outcome",
+            ["service", "action", "outcome"], registry=self.registry)
+
     def watch_store(self, journal: Journal, audit_entries: Callable[[], int]) -> None:
         self.registry.register(StoreCollector(journal, audit_entries))
+
+    def watch_healing(self, collector: Collector) -> None:
+        self.registry.register(collector)

@@ -8,6 +8,7 @@ from flask import Flask
 
 from monitoriza.audit.log import AuditLog
 from monitoriza.config.schema import Config
+from monitoriza.healing.healer import Healer
 from monitoriza.responder.journal import Journal
 from monitoriza.responder.metrics import ResponderMetrics
 from monitoriza.responder.verifier import AuditVerifier
@@ -25,6 +26,7 @@ class Responder:
     metrics: ResponderMetrics
     worker: JournalWorker
     verifier: AuditVerifier
+    healer: Healer
 
 
 def responder_of(app: Flask) -> Responder:

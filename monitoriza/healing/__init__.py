@@ -1,0 +1,1 @@
+"""Healing safety: circuit breakers, restart budgets and the memory of what worked."""

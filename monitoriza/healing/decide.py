@@ -1,0 +1,148 @@
+"""The journal step of the responder's brain: correlate each alert, decide whether to heal.
+
+Runs inside the journal worker's transaction, so the incident update, the queued action and
+the audit entries about them commit together with the journal row, exactly once. Executing
+the action, which has effects outside the store, is the healer's job (healer.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+from sqlalchemy import Connection, select
+
+from monitoriza.config.schema import Config, Playbook
+from monitoriza.healing import repository
+from monitoriza.healing.budget import record_healthy
+from monitoriza.healing.correlation import AlertEvent, Incident, Topology, correlate, is_symptom
+from monitoriza.healing.memory import Outcomes, demoted, rank
+from monitoriza.responder.journal import JournalRow
+from monitoriza.responder.processing import AuditAppender, RecordingProcessor
+from monitoriza.store import actions
+
+log = logging.getLogger(__name__)
+WEEK = 7 * 86400.0
+
+Notify = Callable[[str, Incident, str], None]
+_NO_HISTORY = Outcomes(0, 0)
+
+
+def matching_playbooks(playbooks: list[Playbook], event: AlertEvent) -> list[Playbook]:
+    return [book for book in playbooks
+            if (not book.match.alertname or event.alertname in book.match.alertname)
+            and (not book.match.severity or event.severity in book.match.severity)]
+
+
+def incident_summary(incident: Incident) -> dict[str, object]:
+    cause = incident.root_cause
+    return {"incident": incident.id, "state": incident.state, "risk": incident.risk,
+            "signature": incident.signature,
+            "root_cause": None if cause is None else {
+                "service": cause.service, "component": cause.component, "kind": cause.kind},
+            "reasoning": list(cause.reasoning) if cause else [],
+            "alerts": sorted(incident.alerts)}
+
+
+class HealingProcessor:
+    """Records the alert, correlates it into an incident, and queues a playbook if fitting."""
+
+    def __init__(self, config: Config, audit: AuditAppender,
+                 notify: Notify | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.audit = audit
+        self.recorder = RecordingProcessor(audit)
+        self.topology = Topology.from_config(config)
+        self.notify = notify
+        self.clock = clock
+
+    def __call__(self, conn: Connection, row: JournalRow) -> str:
+        outcome = self.recorder(conn, row)
+        if outcome == "stale":
+            return outcome
+        now = self.clock()
+        event = AlertEvent.from_alert(row.document(), received_at=now)
+        if event.service is None or event.alertname == "Watchdog":
+            return outcome
+        result = correlate(repository.open_incidents(conn), event, self.topology, now,
+                           self.config.responder.healing.correlation_window)
+        if result is None:
+            return outcome  # a resolution of an alert in no open incident, or a stale repeat
+        incident = result.incident
+        repository.save_incident(conn, incident, now)
+        kind = ("incident.opened" if result.created
+                else "incident.resolved" if result.resolved else "incident.updated")
+        self.audit.append(conn, kind, incident_summary(incident))
+        if result.created:
+            self._recurring(conn, incident, now)
+        if result.resolved:
+            self._healthy_again(conn, incident, now)
+        if self.notify is not None and (result.created or result.resolved):
+            self.notify("opened" if result.created else "resolved", incident, "")
+        if event.status == "firing":
+            self._decide(conn, incident, event, row, now)
+        return outcome
+
+    def _recurring(self, conn: Connection, incident: Incident, now: float) -> None:
+        seen = repository.count_signature(conn, incident.signature, now - WEEK)
+        threshold = self.config.responder.healing.recurring_threshold
+        if seen >= threshold:
+            self.audit.append(conn, "incident.recurring", {
+                "incident": incident.id, "signature": incident.signature, "seen_in_7d": seen,
+                "reason": f"the same pattern opened {seen} incidents in 7 days "
+                          f"(threshold {threshold}): healing treats symptoms, look for the cause"})
+
+    def _healthy_again(self, conn: Connection, incident: Incident, now: float) -> None:
+        """A resolved incident starts the clock that resets the target's backoff."""
+        if incident.root_cause is None:
+            return
+        key = f"budget:{incident.root_cause.service}"
+        if repository.load_state(conn, key) is not None:
+            state = record_healthy(repository.load_budget(conn, key), now,
+                                   self.config.responder.healing.budget)
+            repository.save_state(conn, key, state.to_dict())
+
+    def _decide(self, conn: Connection, incident: Incident, event: AlertEvent,
+                row: JournalRow, now: float) -> None:
+        base = {"incident": incident.id, "alert": event.fingerprint,
+                "alertname": event.alertname, "service": event.service}
+        if is_symptom(event, incident):
+            cause = incident.root_cause
+            self.audit.append(conn, "decision.skipped", {
+                **base, "check": "symptom",
+                "reason": f"a symptom of {cause.service if cause else 'another service'}; "
+                          "only the root cause is healed"})
+            return
+        target = incident.root_cause.service if incident.root_cause else event.service
+        service = self.config.services.get(target or "")
+        books = matching_playbooks(service.healing if service else [], event)
+        if not books:
+            self.audit.append(conn, "decision.no_playbook", {
+                **base, "reason": f"no playbook of {target} matches {event.alertname}; "
+                                  "people are told through Alertmanager's routing"})
+            return
+        queued = conn.execute(select(actions.c.id).where(
+            actions.c.incident_id == incident.id,
+            actions.c.state.in_(["pending", "claimed", "running"]))).first()
+        if queued is not None:
+            self.audit.append(conn, "decision.skipped", {
+                **base, "check": "already_queued",
+                "reason": f"action {queued.id} for this incident is already queued"})
+            return
+        learned = repository.outcomes(conn, incident.signature, target or "")
+        names = rank({book.name: learned.get(book.name, _NO_HISTORY) for book in books})
+        ordered = [book for name in names for book in books if book.name == name]
+        chosen = next((book for book in ordered
+                       if not demoted(learned.get(book.name, _NO_HISTORY))), ordered[0])
+        action_id = repository.enqueue_action(conn, incident.id or 0, target or "", chosen.name,
+                                              alert=asdict(event), now=now)
+        self.audit.append(conn, "decision.queued", {
+            **base, "action": action_id, "playbook": chosen.name, "target": target,
+            "ranking": names,
+            "reason": f"{target} is the root cause and playbook {chosen.name} matches "
+                      f"{event.alertname}; ranked first by operational memory"
+                      if len(names) > 1 else
+                      f"{target} is the root cause and playbook {chosen.name} matches "
+                      f"{event.alertname}"})

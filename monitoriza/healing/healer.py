@@ -1,0 +1,319 @@
+"""The healer: runs queued playbooks at most once, behind the policy's safety layers.
+
+For each queued action the healer, in one write transaction, reads the facts (kill switch,
+maintenance, budget, breaker, what else is running), asks the policy, and either records the
+refusal or marks the action running and spends a budget slot. Only after that commit does it
+touch the world (a restart, a command, an HTTP call), then verifies, rolls back on failure,
+and records the outcome in a second transaction. A healer that dies mid-action leaves the
+action "running": whoever finds it after the lease expires records it as interrupted and does
+not run it again, because running a restart twice is worse than reporting it once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, update
+
+from monitoriza.config.schema import Config, Playbook
+from monitoriza.healing import repository
+from monitoriza.healing.actions import ActionContext, ActionResult, ActionRunner
+from monitoriza.healing.breaker import acquire as breaker_acquire
+from monitoriza.healing.breaker import record as breaker_record
+from monitoriza.healing.breaker import release as breaker_release
+from monitoriza.healing.budget import check as budget_check
+from monitoriza.healing.budget import record_attempt
+from monitoriza.healing.policy import Decision, Facts, decide, in_maintenance
+from monitoriza.healing.verify import verify
+from monitoriza.responder.processing import AuditAppender
+from monitoriza.responder.worker import worker_id
+from monitoriza.store import actions, incidents, writing
+
+log = logging.getLogger(__name__)
+
+KILL_SWITCH_SETTING = "kill_switch"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionJob:
+    id: int
+    incident_id: int
+    service: str
+    playbook: str
+    alert: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HealOutcome:
+    """What happened to one queued action, for metrics and chat."""
+
+    job: ActionJob
+    outcome: str  # success, failure, dry_run, blocked, skipped
+    reason: str
+
+
+Listener = Callable[[HealOutcome], None]
+
+
+def breaker_key(service: str, playbook: str) -> str:
+    return f"breaker:{service}:{playbook}"
+
+
+def budget_key(service: str) -> str:
+    return f"budget:{service}"
+
+
+class Healer:
+    """Claims queued actions and carries each through policy, action, verify and record."""
+
+    def __init__(self, engine: Engine, config: Config, audit: AuditAppender, *,
+                 runner: ActionRunner | None = None, lease: float = 120.0,
+                 listeners: list[Listener] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.config = config
+        self.audit = audit
+        self.settings = config.responder.healing
+        self.runner = runner or ActionRunner(self.settings.allowed_commands,
+                                             [str(url) for url in self.settings.allowed_urls],
+                                             config.exporter.docker_url)
+        self.lease = lease
+        self.listeners = listeners or []
+        self.clock = clock
+        self.owner = worker_id()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the kill switch ---------------------------------------------------------------------
+
+    def kill_switch_on(self, conn: Any) -> bool:
+        """On when the kill-switch file exists or the API turned it on (checked per action)."""
+        if Path(self.settings.kill_switch_file).exists():
+            return True
+        return repository.get_setting(conn, KILL_SWITCH_SETTING) == "on"
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        jobs = self._claim()
+        for job in jobs:
+            self.execute(job)
+        return len(jobs)
+
+    def _claim(self) -> list[ActionJob]:
+        now = self.clock()
+        with writing(self.engine) as conn:
+            # Interrupted actions: running, lease expired. Never run again; record it.
+            for row in conn.execute(select(actions).where(
+                    actions.c.state == "running", actions.c.lease_expires < now)):
+                conn.execute(update(actions).where(actions.c.id == row.id).values(
+                    state="done", outcome="failure", finished_at=now,
+                    detail="interrupted: the healer stopped while running it; not repeated"))
+                self.audit.append(conn, "action.interrupted", {
+                    "action": row.id, "incident": row.incident_id, "service": row.service,
+                    "playbook": row.playbook,
+                    "reason": "the healer stopped mid-action; it is not run twice"})
+            claimable = (select(actions.c.id).where(or_(
+                actions.c.state == "pending",
+                (actions.c.state == "claimed") & (actions.c.lease_expires < now)))
+                .order_by(actions.c.id).limit(10).with_for_update(skip_locked=True))
+            rows = conn.execute(
+                update(actions).where(actions.c.id.in_(claimable.scalar_subquery()))
+                .values(state="claimed", lease_owner=self.owner,
+                        lease_expires=now + self.lease)
+                .returning(actions.c.id, actions.c.incident_id, actions.c.service,
+                           actions.c.playbook, actions.c.alert)).all()
+        return sorted((ActionJob(r.id, r.incident_id, r.service, r.playbook,
+                                 json.loads(r.alert)) for r in rows), key=lambda j: j.id)
+
+    def playbook(self, job: ActionJob) -> Playbook | None:
+        service = self.config.services.get(job.service)
+        return next((b for b in (service.healing if service else []) if b.name == job.playbook),
+                    None)
+
+    def execute(self, job: ActionJob) -> HealOutcome:
+        book = self.playbook(job)
+        if book is None:
+            return self._finish_refused(job, Decision(
+                "skipped", f"playbook {job.playbook} is no longer configured", "config"))
+        decision, trial = self._authorize(job, book)
+        if decision.verdict != "act":
+            return self._finish_refused(job, decision, book=book, trial=trial)
+        context = ActionContext(job.service, str(job.alert.get("alertname", "")),
+                                dict(job.alert.get("labels", {})))
+        results = self._run_steps(book.steps, context)
+        ok = all(result.ok for result in results)
+        verify_detail = ""
+        if ok and book.verify is not None:
+            if book.verify.settle:
+                self._stop.wait(book.verify.settle)
+            probe = self._probe_spec(job.service, book.verify.probe)
+            checked = verify(book.verify, probe, self.config.exporter.prometheus_url)
+            ok, verify_detail = checked.ok, checked.detail
+        rollback: list[ActionResult] = []
+        if not ok and book.rollback:
+            rollback = self._run_steps(book.rollback, context)
+        return self._finish_ran(job, book, ok, results=results, verify_detail=verify_detail,
+                                rollback=rollback)
+
+    def _run_steps(self, steps: list[Any], context: ActionContext) -> list[ActionResult]:
+        results = []
+        for step in steps:
+            result = self.runner.run(step, context)
+            results.append(result)
+            if not result.ok:
+                break  # later steps assume the earlier ones worked
+        return results
+
+    def _probe_spec(self, service: str, probe: str | None) -> Any:
+        if probe is None:
+            return None
+        spec = self.config.services[service]
+        return next((p for p in spec.probes if p.name == probe), None)
+
+    # -- the two transactions ----------------------------------------------------------------
+
+    def _authorize(self, job: ActionJob, book: Playbook) -> tuple[Decision, bool]:
+        """Policy, and if it says act: spend the budget slot and mark the action running."""
+        now = self.clock()
+        with writing(self.engine) as conn:
+            state = repository.incident_state(conn, job.incident_id)
+            budget_state = repository.load_budget(conn, budget_key(job.service))
+            verdict = budget_check(budget_state, now, self.settings.budget)
+            breaker_state = repository.load_breaker(conn, breaker_key(job.service, job.playbook),
+                                                    self.settings.breaker)
+            permit, breaker_after = breaker_acquire(breaker_state, now, self.settings.breaker)
+            running = conn.execute(select(actions.c.service, func.count()).where(
+                actions.c.state == "running").group_by(actions.c.service)).all()
+            recent = {service for (service,) in conn.execute(
+                select(actions.c.service).where(actions.c.started_at >= now - 60))}
+            facts = Facts(
+                alert_firing=state is not None and state != "resolved",
+                is_symptom=False,
+                kill_switch=self.kill_switch_on(conn),
+                dry_run=self.settings.dry_run or book.dry_run,
+                in_maintenance=in_maintenance(self.settings.maintenance, job.service, now),
+                budget_allowed=verdict.allowed, budget_reason=verdict.reason,
+                breaker_allowed=permit.allowed, breaker_reason=permit.reason,
+                running_on_target=sum(n for service, n in running if service == job.service),
+                running_total=sum(n for _, n in running),
+                max_concurrent=self.settings.max_concurrent_actions,
+                recent_targets=frozenset(recent),
+                max_targets_per_minute=self.settings.max_targets_per_minute,
+                target=job.service)
+            decision = decide(facts)
+            if not facts.alert_firing:
+                decision = Decision("skipped", "the incident was resolved before the action "
+                                    "ran", "resolved")
+            if decision.verdict != "act":
+                if permit.trial:
+                    breaker_after = breaker_release(breaker_after)
+                repository.save_state(conn, breaker_key(job.service, job.playbook),
+                                      breaker_after.to_dict())
+                return decision, permit.trial
+            repository.save_state(conn, breaker_key(job.service, job.playbook),
+                                  breaker_after.to_dict())
+            repository.save_state(conn, budget_key(job.service),
+                                  record_attempt(budget_state, now,
+                                                 self.settings.budget).to_dict())
+            conn.execute(update(actions).where(actions.c.id == job.id).values(
+                state="running", started_at=now, lease_expires=now + self.lease))
+            repository.set_incident_state(conn, job.incident_id, "healing", now)
+            self.audit.append(conn, "action.started", {
+                "action": job.id, "incident": job.incident_id, "service": job.service,
+                "playbook": job.playbook, "trial": permit.trial,
+                "steps": [self.runner.describe(step, ActionContext(
+                    job.service, str(job.alert.get("alertname", "")),
+                    dict(job.alert.get("labels", {})))) for step in book.steps]})
+        return decision, permit.trial
+
+    def _finish_refused(self, job: ActionJob, decision: Decision, *,
+                        book: Playbook | None = None, trial: bool = False) -> HealOutcome:
+        now = self.clock()
+        outcome = decision.verdict if decision.verdict in {"dry_run", "skipped"} else "blocked"
+        data: dict[str, Any] = {"action": job.id, "incident": job.incident_id,
+                                "service": job.service, "playbook": job.playbook,
+                                "check": decision.check, "reason": decision.reason}
+        if outcome == "dry_run" and book is not None:
+            context = ActionContext(job.service, str(job.alert.get("alertname", "")),
+                                    dict(job.alert.get("labels", {})))
+            data["would_run"] = [self.runner.describe(step, context) for step in book.steps]
+        with writing(self.engine) as conn:
+            conn.execute(update(actions).where(actions.c.id == job.id).values(
+                state="done", outcome=outcome, finished_at=now, detail=decision.reason))
+            self.audit.append(conn, f"action.{outcome}", data)
+        result = HealOutcome(job, outcome, decision.reason)
+        self._tell(result)
+        return result
+
+    def _finish_ran(self, job: ActionJob, book: Playbook, ok: bool, *,
+                    results: list[ActionResult], verify_detail: str,
+                    rollback: list[ActionResult]) -> HealOutcome:
+        now = self.clock()
+        outcome = "success" if ok else "failure"
+        failed = next((r for r in results if not r.ok), None)
+        reason = ("healed" + (f"; {verify_detail}" if verify_detail else "") if ok
+                  else failed.detail if failed is not None else f"verify failed: {verify_detail}")
+        with writing(self.engine) as conn:
+            key = breaker_key(job.service, job.playbook)
+            state = repository.load_breaker(conn, key, self.settings.breaker)
+            repository.save_state(conn, key, breaker_record(
+                state, ok, now, self.settings.breaker).to_dict())
+            incident_signature = conn.execute(select(incidents.c.signature).where(
+                incidents.c.id == job.incident_id)).scalar_one_or_none() or ""
+            repository.record_outcome(conn, incident_signature, job.service, job.playbook, ok)
+            conn.execute(update(actions).where(actions.c.id == job.id).values(
+                state="done", outcome=outcome, finished_at=now, detail=reason))
+            self.audit.append(conn, f"action.{outcome}", {
+                "action": job.id, "incident": job.incident_id, "service": job.service,
+                "playbook": job.playbook, "reason": reason,
+                "steps": [{"target": r.target, "ok": r.ok, "detail": r.detail,
+                           "duration": round(r.duration, 3)} for r in results],
+                "verify": verify_detail or None,
+                "rollback": [{"target": r.target, "ok": r.ok, "detail": r.detail}
+                             for r in rollback]})
+        result = HealOutcome(job, outcome, reason)
+        self._tell(result)
+        return result
+
+    def _tell(self, outcome: HealOutcome) -> None:
+        for listener in self.listeners:
+            try:
+                listener(outcome)
+            except Exception:  # a chat or metrics hiccup must never stop healing
+                log.exception("healing listener failed")
+
+    # -- thread ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="healer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                log.exception("healer: run failed; retrying")
+                done = 0
+                time.sleep(1.0)
+            if not done:
+                self._wake.wait(0.5)
+                self._wake.clear()

@@ -1,0 +1,77 @@
+"""Healing state as metrics, read from the store at scrape time (right on every replica)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine
+
+from monitoriza.config.schema import Healing
+from monitoriza.healing import repository
+from monitoriza.healing.breaker import STATES, BreakerState
+from monitoriza.healing.budget import BudgetState, remaining
+from monitoriza.healing.chat import ChatStats
+from monitoriza.healing.memory import Outcomes, success_ratio
+from monitoriza.store import reading
+
+
+class HealingCollector(Collector):
+    def __init__(self, engine: Engine, settings: Healing,
+                 chat_stats: Callable[[], ChatStats]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.chat_stats = chat_stats
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        with reading(self.engine) as conn:
+            breakers = repository.all_states(conn, "breaker:")
+            budgets = repository.all_states(conn, "budget:")
+            learned = repository.all_memory(conn)
+            playbooks_by_service = defaultdict(set)
+            for key in breakers:
+                _, service, playbook = key.split(":", 2)
+                playbooks_by_service[service].add(playbook)
+        state = GaugeMetricFamily("monitoriza_healing_breaker_state",
+                                  "1 for the breaker's current state (closed, open, half_open)",
+                                  labels=["service", "action", "state"])
+        for key, value in sorted(breakers.items()):
+            _, service, playbook = key.split(":", 2)
+            current = BreakerState.from_dict(value).state
+            for name in STATES:
+                state.add_metric([service, playbook, name], 1.0 if name == current else 0.0)
+        yield state
+        budget = GaugeMetricFamily(
+            "monitoriza_healing_budget_remaining",
+            "Restarts the target may still get in the current budget window",
+            labels=["service", "action"])
+        for key, value in sorted(budgets.items()):
+            service = key.split(":", 1)[1]
+            left = remaining(BudgetState.from_dict(value), now, self.settings.budget)
+            for playbook in sorted(playbooks_by_service.get(service, {"*"})):
+                budget.add_metric([service, playbook], float(left))
+        yield budget
+        totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for row in learned:
+            total = totals[(row["service"], row["action"])]
+            total[0] += row["successes"]
+            total[1] += row["failures"]
+        ratio = GaugeMetricFamily(
+            "monitoriza_healing_success_ratio",
+            "What operational memory has learned: posterior mean success of the action",
+            labels=["service", "action"])
+        for (service, action), (ok, failed) in sorted(totals.items()):
+            ratio.add_metric([service, action], success_ratio(Outcomes(ok, failed)))
+        yield ratio
+        stats = self.chat_stats()
+        chat = CounterMetricFamily("monitoriza_chat_messages", "Chat messages by what became of "
+                                   "them", labels=["result"])
+        for result, count in (("sent", stats.sent), ("failed", stats.failed),
+                              ("dropped_rate_limited", stats.dropped_rate_limited),
+                              ("dropped_queue_full", stats.dropped_queue_full)):
+            chat.add_metric([result], float(count))
+        yield chat
