@@ -18,8 +18,10 @@ from monitoriza import __version__
 from monitoriza.audit.commands import export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import ListenAddress
-from monitoriza.exceptions import ConfigError
+from monitoriza.durations import parse_duration
+from monitoriza.exceptions import ConfigError, DurationError
 from monitoriza.exporter.app import serve
+from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
 from monitoriza.responder.server import serve as responder_serve
 from monitoriza.timescale import default_rules_dir, render_rules
 
@@ -83,6 +85,26 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return export_command(config, args.since, sys.stdout)
 
 
+def cmd_forecast_backtest(args: argparse.Namespace) -> int:
+    try:
+        times, values = read_csv(args.csv)
+        steps = replay(times, values, threshold=args.threshold, direction=args.direction,
+                       horizon=args.horizon, window=args.window,
+                       every=args.step if args.step is not None else args.window / 6)
+        write(steps, sys.stdout, as_json=args.json)
+    except BacktestError as exc:
+        print(f"monitoriza forecast backtest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_rules_render(args: argparse.Namespace) -> int:
     try:
         written = render_rules(args.rules, args.out, args.time_scale)
@@ -140,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", metavar="WHEN",
                         help="a duration (7d), an RFC 3339 time, or seq:N")
     export.set_defaults(handler=cmd_audit)
+
+    forecast = commands.add_parser("forecast", help="time-to-failure forecasts")
+    forecast_commands = forecast.add_subparsers(dest="forecast_command", required=True,
+                                                metavar="COMMAND")
+    backtest = forecast_commands.add_parser(
+        "backtest", help="replay a timestamp,value CSV and print every forecast")
+    backtest.add_argument("--csv", type=Path, required=True, metavar="FILE")
+    backtest.add_argument("--threshold", type=float, required=True)
+    backtest.add_argument("--direction", choices=["above", "below"], required=True)
+    backtest.add_argument("--horizon", type=_duration, required=True, metavar="DURATION")
+    backtest.add_argument("--step", type=_duration, metavar="DURATION",
+                          help="time between forecasts (default: a sixth of the window)")
+    backtest.add_argument("--window", type=_duration, default=21600.0, metavar="DURATION",
+                          help="history each forecast sees (default 6h)")
+    backtest.add_argument("--json", action="store_true", help="one JSON object per line")
+    backtest.set_defaults(handler=cmd_forecast_backtest)
 
     rules = commands.add_parser("rules", help="work with the Prometheus rule files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

@@ -268,6 +268,8 @@ def config_from_data(data: Any) -> Config:
     config, errors = _resolve_probes(config)
     errors += _graph_errors(config.services)
     errors += _playbook_errors(config)
+    errors += [f"forecasts.{name}.service: unknown service {spec.service!r}"
+               for name, spec in config.forecasts.items() if spec.service not in config.services]
     if errors:
         raise ConfigError(errors)
     return config

@@ -265,6 +265,19 @@ class Health(Strict):
     component_scores: ComponentScores = Field(default_factory=ComponentScores)
 
 
+class ForecastSpec(Strict):
+    """A time-to-failure forecast of a PromQL expression, published by the exporter."""
+
+    service: Name
+    expr: Annotated[str, Field(min_length=1)]
+    threshold: float
+    direction: Literal["above", "below"] = "above"
+    horizon: Duration = 86400.0
+    window: Duration = 21600.0  # history fitted, as predict_linear(x[6h]) would use
+    step: Duration = 60.0  # resolution of the history pulled from Prometheus
+    interval: Duration = 300.0  # how often the forecast runs
+
+
 class Exporter(Strict):
     """Where the exporter listens and how it schedules probes."""
 
@@ -369,6 +382,7 @@ class Config(Strict):
 
     exporter: Exporter = Field(default_factory=Exporter)
     responder: Responder = Field(default_factory=Responder)
+    forecasts: dict[Name, ForecastSpec] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     services: dict[Name, Service]
 

@@ -22,6 +22,7 @@ from monitoriza import __version__
 from monitoriza.config import Config, load_config
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.collector import ExporterCollector
+from monitoriza.exporter.forecasts import ForecastEngine
 from monitoriza.exporter.scheduler import ProbeScheduler
 from monitoriza.exporter.server import metrics_app, start_server
 from monitoriza.exporter.state import jobs_from_config
@@ -49,7 +50,9 @@ class Exporter:
             max_workers=config.exporter.max_concurrent_probes,
             errors_window=config.health.errors_window,
         )
-        self.collector = ExporterCollector(self.scheduler, lambda: self._config, self.registry)
+        self.forecasts = ForecastEngine(lambda: self._config)
+        self.collector = ExporterCollector(self.scheduler, lambda: self._config, self.registry,
+                                           self.forecasts)
         ProcessCollector(namespace="monitoriza_exporter", registry=self.registry)
         Info("monitoriza_build", "Monitoriza version and runtime", registry=self.registry).info(
             {"version": __version__, "python_version": platform.python_version()})
@@ -81,6 +84,7 @@ class Exporter:
         self._server, self._server_thread = start_server(host, port,
                                                          metrics_app(self.collector.render))
         self.scheduler.start()
+        self.forecasts.start()
         log.info("exporter listening on http://%s:%d/metrics with %d probes",
                  *self.address, len(self.scheduler.jobs()))
 
@@ -91,6 +95,7 @@ class Exporter:
         if self._server_thread is not None:
             self._server_thread.join()
         self.scheduler.stop(wait=False)
+        self.forecasts.stop()
 
     def reload(self) -> bool:
         """Load the configuration file again; on error keep the running configuration."""

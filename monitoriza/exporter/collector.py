@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monitoriza.config.schema import Config
 from monitoriza.exporter import metrics
 from monitoriza.exporter.exposition import Family, render
+from monitoriza.exporter.forecasts import ForecastEngine, forecast_section
 from monitoriza.exporter.health import (
     HealthModel,
     availability,
@@ -119,9 +120,11 @@ class ExporterCollector:
     """Renders the exposition served at /metrics."""
 
     def __init__(self, source: SnapshotSource, config: Callable[[], Config],
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 forecasts: ForecastEngine | None = None) -> None:
         self._source = source
         self._config = config
+        self._forecasts = forecasts
         self._health = HealthSection()
         # Process, build and reload metrics: few, so prometheus_client renders them.
         self._registry = registry
@@ -130,6 +133,14 @@ class ExporterCollector:
         yield "config", lambda: topology_section(self._config())
         yield "probes", lambda: probe_section(states)
         yield "health", lambda: self._health(self._config(), states)
+        if self._forecasts is not None and self._config().forecasts:
+            engine = self._forecasts
+            yield "forecast", lambda: forecast_section(engine.results())
+
+    def _healthy(self, name: str) -> bool:
+        """A section that rendered may still report its source failing (forecasts keep their
+        last results published while Prometheus is unreachable)."""
+        return name != "forecast" or self._forecasts is None or self._forecasts.healthy()
 
     def render(self) -> bytes:
         states = list(self._source.snapshot().values())
@@ -143,7 +154,7 @@ class ExporterCollector:
                 log.exception("collector %s failed", name)
                 text, ok = "", 0.0
             else:
-                ok = 1.0
+                ok = 1.0 if self._healthy(name) else 0.0
             parts.append(text)
             duration.append(metrics.COLLECTOR_DURATION.sample(
                 (name,), time.perf_counter() - started))

@@ -1,0 +1,1 @@
+"""Time-to-failure forecasts: robust, reset-aware and seasonal models chosen per series."""

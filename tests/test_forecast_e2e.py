@@ -1,0 +1,126 @@
+"""Forecasts end to end: a real Prometheus holds the history the exporter forecasts from."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from monitoriza.config import config_from_data
+from monitoriza.exporter.app import Exporter
+from tests.support.binaries import wait_until
+from tests.support.exposition import scrape, value
+from tests.support.prometheus import PrometheusFactory
+
+RATE = 2.0  # units a second: the "disk" fills steadily
+
+
+class FillingTarget:
+    """An HTTP target whose ``fill_level`` grows at RATE a second, and a flat ``flat_level``."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                level = RATE * (time.time() - target.started)
+                body = (f"# TYPE fill_level gauge\nfill_level {level}\n"
+                        "# TYPE flat_level gauge\nflat_level 5\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.port = self.server.server_address[1]
+
+    def level(self, at: float) -> float:
+        return RATE * (at - self.started)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def filling() -> Iterator[FillingTarget]:
+    target = FillingTarget()
+    yield target
+    target.close()
+
+
+class TestForecastEndToEnd:
+    """The exporter forecasts from a real Prometheus and survives losing it."""
+
+    def test_filling_flat_and_prometheus_down(self, filling: FillingTarget,
+                                              prometheus_factory: PrometheusFactory) -> None:
+        """Filling: a finite median within 20 % of the truth; flat: +Inf; Prometheus gone:
+        the last forecast stays published and the forecast collector reports failure."""
+        prometheus = prometheus_factory({
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [{"job_name": "disk", "static_configs": [
+                {"targets": [f"127.0.0.1:{filling.port}"]}]}]})
+        assert wait_until(lambda: len(prometheus.api(
+            "query_range", query="fill_level", start=str(time.time() - 60),
+            end=str(time.time()), step="1s")["result"][0]["values"]) >= 20
+            if prometheus.api("query", query="fill_level")["result"] else False, 60.0,
+            interval=0.5)
+        threshold = filling.level(time.time()) + RATE * 120  # about two minutes away
+        config = config_from_data({
+            "exporter": {"listen": "127.0.0.1:0", "prometheus_url": prometheus.url},
+            "services": {"host": {}},
+            "forecasts": {
+                "disk-fill": {"service": "host", "expr": "fill_level", "threshold": threshold,
+                              "direction": "above", "horizon": "1h", "window": "20s",
+                              "step": "1s", "interval": "1s"},
+                "disk-flat": {"service": "host", "expr": "flat_level", "threshold": 100,
+                              "direction": "above", "horizon": "1h", "window": "20s",
+                              "step": "1s", "interval": "1s"}}})
+        exporter = Exporter(config)
+        exporter.start()
+        try:
+            url = "http://{}:{}/metrics".format(*exporter.address)
+            fill = {"forecast": "disk-fill", "service": "host", "estimate": "median"}
+            assert wait_until(lambda: value(scrape(url), "monitoriza_time_to_failure_seconds",
+                                            fill) is not None, 15.0)
+            text = scrape(url)
+            ran_at = value(text, "monitoriza_forecast_last_run_timestamp_seconds",
+                           {"forecast": "disk-fill"})
+            assert ran_at is not None
+            truth = (threshold - filling.level(ran_at)) / RATE
+            median = value(text, "monitoriza_time_to_failure_seconds", fill)
+            assert median is not None and abs(median - truth) <= 0.2 * truth, (median, truth)
+            lower = value(text, "monitoriza_time_to_failure_seconds", {**fill,
+                                                                        "estimate": "lower"})
+            upper = value(text, "monitoriza_time_to_failure_seconds", {**fill,
+                                                                        "estimate": "upper"})
+            assert lower is not None and upper is not None and lower <= median <= upper
+            flat = value(text, "monitoriza_time_to_failure_seconds",
+                         {"forecast": "disk-flat", "service": "host", "estimate": "median"})
+            assert flat == math.inf
+            assert value(text, "monitoriza_collector_success", {"collector": "forecast"}) == 1
+
+            prometheus.stop()
+            assert wait_until(lambda: value(scrape(url), "monitoriza_collector_success",
+                                            {"collector": "forecast"}) == 0.0, 15.0)
+            text = scrape(url)
+            # The last forecast is still there, with the time it was made.
+            assert value(text, "monitoriza_time_to_failure_seconds", fill) is not None
+            stale = value(text, "monitoriza_forecast_last_run_timestamp_seconds",
+                          {"forecast": "disk-fill"})
+            assert stale is not None and stale < time.time() - 0.5
+        finally:
+            exporter.stop()
