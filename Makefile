@@ -27,6 +27,8 @@ bench: bootstrap
 	$(PY) benchmarks/scrape.py
 	$(PY) benchmarks/intake.py
 	$(PY) benchmarks/audit.py
+	$(PY) benchmarks/forecast_speed.py
+	$(PY) benchmarks/forecast_eval.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
