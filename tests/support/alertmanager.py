@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import secrets
-import signal
 import socketserver
 import subprocess
 import threading
@@ -46,7 +44,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from tests.support.binaries import free_port, require_binary, wait_until
+from tests.support.binaries import free_port, require_binary, stop_process, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_DIR = REPO_ROOT / "alertmanager"
@@ -381,16 +379,7 @@ class Alertmanager:
 
     def stop(self) -> None:
         """SIGTERM, wait, then SIGKILL if it is still there; always reap the process."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        stop_process(self._process, timeout=STOP_TIMEOUT_SECONDS)
 
     def log(self) -> str:
         """What Alertmanager wrote (debug level), to explain a failure."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +37,23 @@ def require_binary(name: str) -> str:
     if os.environ.get("MONITORIZA_REQUIRE_BINARIES") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, *,
+                 timeout: float = 10.0, on_timeout: Callable[[], None] | None = None) -> None:
+    """Signal a child by its PID, wait, then escalate (SIGKILL by default); always reap it."""
+    if process is None:
+        return
+    if process.poll() is None:
+        os.kill(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if on_timeout is not None:
+                on_timeout()
+            elif process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from tests.support.binaries import free_port, require_binary, wait_until
+from tests.support.binaries import free_port, require_binary, stop_process, wait_until
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -141,16 +141,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT); SIGKILL everything if it does not finish in time."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        process.wait()
+        stop_process(self._process, signal.SIGINT, timeout=STOP_TIMEOUT_SECONDS,
+                     on_timeout=self.kill)
 
     def connect(self) -> psycopg.Connection[TupleRow]:
         """An autocommit connection as the superuser, for a test's own setup and checks."""

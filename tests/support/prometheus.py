@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import requests
 import yaml
 
-from tests.support.binaries import free_port, require_binary, wait_until
+from tests.support.binaries import free_port, require_binary, stop_process, wait_until
 
 
 class PrometheusServer:
@@ -51,13 +50,7 @@ class PrometheusServer:
         return alerts
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
         self._log.close()
 
 

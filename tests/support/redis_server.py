@@ -8,7 +8,6 @@ nothing is written outside ``tmp_path``. Processes are only ever signalled by th
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.binaries import free_port, require_binary, wait_until
+from tests.support.binaries import free_port, require_binary, stop_process, wait_until
 
 READY_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -75,25 +74,11 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would, and wait until the process is gone."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        stop_process(self._process, signal.SIGKILL)
 
     def stop(self) -> None:
         """Shut the server down cleanly (SIGTERM), falling back to SIGKILL if it hangs."""
-        process = self._process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        process.wait()
+        stop_process(self._process, timeout=STOP_TIMEOUT_SECONDS)
 
     def log(self) -> str:
         """What the server wrote, to explain a failed start."""
