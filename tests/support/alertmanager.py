@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-import socketserver
 import subprocess
 import threading
 import time
@@ -36,7 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -45,6 +44,7 @@ import pytest
 import yaml
 
 from tests.support.binaries import free_port, require_binary, stop_process, wait_until
+from tests.support.http_server import TrackedHTTPServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ALERTMANAGER_DIR = REPO_ROOT / "alertmanager"
@@ -172,31 +172,10 @@ class CaptureServer:
             raise RuntimeError(f"capture server on port {self.port}: threads left: {stuck}")
 
 
-class _CaptureHTTPServer(ThreadingHTTPServer):
-    """Tracks its (daemon) handler threads so that :meth:`CaptureServer.close` can join them."""
+class _CaptureHTTPServer(TrackedHTTPServer):
+    """Knows its :class:`CaptureServer`, whose ``close`` joins the handler threads."""
 
-    daemon_threads = True
-    block_on_close = False
     capture: CaptureServer
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        self.handler_threads: list[threading.Thread] = []
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address), daemon=True
-        )
-        self.handler_threads = [t for t in self.handler_threads if t.is_alive()]
-        self.handler_threads.append(thread)
-        thread.start()
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that nothing here needs.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
 
 
 class _CaptureHandler(BaseHTTPRequestHandler):

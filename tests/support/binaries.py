@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -33,7 +33,11 @@ def require_binary(name: str) -> str:
                 break
     if found is not None:
         return found
-    message = f"{name} is not installed (make test installs it: see scripts/bootstrap.sh)"
+    unavailable(f"{name} is not installed (make test installs it: see scripts/bootstrap.sh)")
+
+
+def unavailable(message: str) -> NoReturn:
+    """A test cannot run here: skip on a developer's machine, fail in CI."""
     if os.environ.get("MONITORIZA_REQUIRE_BINARIES") == "1":
         pytest.fail(message)
     pytest.skip(message)

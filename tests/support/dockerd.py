@@ -32,7 +32,7 @@ import docker.errors
 import psutil
 import pytest
 
-from tests.support.binaries import require_binary
+from tests.support.binaries import require_binary, unavailable
 
 IMAGE_REPOSITORY = "monitoriza-busybox"
 IMAGE_TAG = "test"
@@ -86,12 +86,6 @@ def busybox_rootfs() -> bytes:
             link.linkname = "busybox"
             tar.addfile(link)
     return buffer.getvalue()
-
-
-def _unavailable(message: str) -> None:
-    if os.environ.get("MONITORIZA_REQUIRE_BINARIES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _log_tail(log_path: Path, lines: int = 30) -> str:
@@ -221,9 +215,9 @@ def docker_engine() -> Iterator[DockerEngine]:
     """A private dockerd with the busybox image imported; torn down after the session."""
     dockerd = require_binary("dockerd")
     if os.geteuid() != 0:
-        _unavailable("dockerd needs root to run")
+        unavailable("dockerd needs root to run")
     if not BUSYBOX.exists():
-        _unavailable(f"{BUSYBOX} is missing (install busybox-static)")
+        unavailable(f"{BUSYBOX} is missing (install busybox-static)")
 
     directory = tempfile.mkdtemp(prefix="mz-docker-", dir="/tmp")
     socket_path = f"{directory}/docker.sock"

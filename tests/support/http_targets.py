@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import socket
-import socketserver
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
 import pytest
+
+from tests.support.http_server import TrackedHTTPServer
 
 # How often the accept and serve loops look for a shutdown request.
 _SLICE = 0.05
@@ -174,41 +175,10 @@ class HttpTarget:
             raise RuntimeError(f"HTTP target on port {self.port}: threads did not stop: {stuck}")
 
 
-class _Server(ThreadingHTTPServer):
-    """A threading HTTP server that knows its :class:`HttpTarget` and skips reverse DNS.
+class _Server(TrackedHTTPServer):
+    """Knows its :class:`HttpTarget`, whose ``close`` joins the handler threads."""
 
-    Handler threads are daemons, so a stuck one can never keep the interpreter alive, but
-    :class:`socketserver.ThreadingMixIn` does not track daemon threads; this server does, so
-    that closing the target can join them and prove that nothing is left running.
-    """
-
-    daemon_threads = True
-    block_on_close = False
     target: HttpTarget
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-    ) -> None:
-        self.handler_threads: list[threading.Thread] = []
-        super().__init__(address, handler)
-
-    def process_request(self, request: _Request, client_address: _Address) -> None:
-        """Handle the request in a new daemon thread, remembered for :meth:`HttpTarget.close`."""
-        thread = threading.Thread(
-            target=self.process_request_thread, args=(request, client_address), daemon=True
-        )
-        self.handler_threads = [t for t in self.handler_threads if t.is_alive()]
-        self.handler_threads.append(thread)
-        thread.start()
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup we neither need nor want.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
 
 
 class _Handler(BaseHTTPRequestHandler):
