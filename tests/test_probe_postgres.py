@@ -13,13 +13,13 @@ import pytest
 from psycopg import errors as pg_errors
 
 from monitoriza.config.schema import PostgresProbe
-from monitoriza.exporter.metrics import MEASUREMENT_HELP
 from monitoriza.exporter.probes import create_runner
 from monitoriza.exporter.probes import postgres as postgres_probe
-from monitoriza.exporter.probes.base import Deadline, ProbeOutcome
+from monitoriza.exporter.probes.base import Deadline
 from monitoriza.exporter.probes.common import redact
 from monitoriza.exporter.probes.postgres import classify_error, parse_stats, run
 from tests.support.binaries import wait_until
+from tests.support.exposition import measurement_values
 from tests.support.postgres_server import PostgresServer
 
 PROBE = (("probe", "db"),)
@@ -34,17 +34,6 @@ def spec(url: str, password_file: Path | None = None) -> PostgresProbe:
         url=url,
         password_file=str(password_file) if password_file is not None else None,
     )
-
-
-def values(outcome: ProbeOutcome) -> dict[str, float]:
-    """Measurement name -> value, checking each uses a declared name and its labels."""
-    found: dict[str, float] = {}
-    for measurement in outcome.measurements:
-        assert measurement.metric in MEASUREMENT_HELP
-        label_names = tuple(name for name, _ in measurement.labels)
-        assert label_names == MEASUREMENT_HELP[measurement.metric][1]
-        found[measurement.metric] = measurement.value
-    return found
 
 
 def client_connections(server: PostgresServer) -> int:
@@ -170,7 +159,7 @@ class TestAgainstServer:
         assert outcome.success, outcome.message
         assert outcome.latency_seconds is not None
         assert 0 < outcome.latency_seconds < 5
-        found = values(outcome)
+        found = measurement_values(outcome)
         assert found["monitoriza_postgres_connections"] >= 1  # the probe itself
         with postgres_server.connect() as conn:
             row = conn.execute("SHOW max_connections").fetchone()
@@ -182,11 +171,11 @@ class TestAgainstServer:
 
     def test_count_grows_with_open_connections(self, postgres_server: PostgresServer) -> None:
         """Connections a client opens show up in the next run's count."""
-        before = values(run(spec(postgres_server.url), Deadline.after(5)))
+        before = measurement_values(run(spec(postgres_server.url), Deadline.after(5)))
         with ExitStack() as stack:
             for _ in range(3):
                 stack.enter_context(postgres_server.connect())
-            during = values(run(spec(postgres_server.url), Deadline.after(5)))
+            during = measurement_values(run(spec(postgres_server.url), Deadline.after(5)))
         key = "monitoriza_postgres_connections"
         assert during[key] >= before[key] + 3
 

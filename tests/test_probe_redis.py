@@ -18,12 +18,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from monitoriza.config.schema import RedisProbe
-from monitoriza.exporter.metrics import MEASUREMENT_HELP
 from monitoriza.exporter.probes import create_runner
-from monitoriza.exporter.probes.base import Deadline, ProbeOutcome
+from monitoriza.exporter.probes.base import Deadline
 from monitoriza.exporter.probes.common import redact
 from monitoriza.exporter.probes.redis import classify_error, parse_info, run
 from tests.support.binaries import wait_until
+from tests.support.exposition import measurement_values
 from tests.support.redis_server import RedisServer, RedisServerFactory
 
 PROBE = (("probe", "cache"),)
@@ -36,17 +36,6 @@ def spec(url: str, password_file: Path | None = None) -> RedisProbe:
         url=url,
         password_file=str(password_file) if password_file is not None else None,
     )
-
-
-def values(outcome: ProbeOutcome) -> dict[str, float]:
-    """Measurement name -> value, checking each uses a declared name and its labels."""
-    found: dict[str, float] = {}
-    for measurement in outcome.measurements:
-        assert measurement.metric in MEASUREMENT_HELP
-        label_names = tuple(name for name, _ in measurement.labels)
-        assert label_names == MEASUREMENT_HELP[measurement.metric][1]
-        found[measurement.metric] = measurement.value
-    return found
 
 
 def client(url: str) -> redis.Redis:
@@ -167,7 +156,7 @@ class TestAgainstServer:
         assert outcome.failure_reason is None
         assert outcome.latency_seconds is not None
         assert 0 < outcome.latency_seconds < 5
-        found = values(outcome)
+        found = measurement_values(outcome)
         assert found["monitoriza_redis_connected_clients"] >= 1  # the probe itself
         assert found["monitoriza_redis_memory_used_bytes"] > 0
         assert found["monitoriza_redis_memory_max_bytes"] == 0  # unlimited by default
@@ -178,7 +167,7 @@ class TestAgainstServer:
         with client(redis_server.url) as admin:
             max_clients = int(admin.config_get("maxclients")["maxclients"])
             outcome = run(spec(redis_server.url), Deadline.after(5))
-        found = values(outcome)
+        found = measurement_values(outcome)
         assert outcome.utilization["clients"] == pytest.approx(
             found["monitoriza_redis_connected_clients"] / max_clients
         )
@@ -189,7 +178,7 @@ class TestAgainstServer:
             admin.config_set("maxmemory", "100mb")
         outcome = run(spec(redis_server.url), Deadline.after(5))
         assert outcome.success, outcome.message
-        found = values(outcome)
+        found = measurement_values(outcome)
         assert found["monitoriza_redis_memory_max_bytes"] == 100 * 1024 * 1024
         assert outcome.utilization["memory"] == pytest.approx(
             found["monitoriza_redis_memory_used_bytes"] / (100 * 1024 * 1024)

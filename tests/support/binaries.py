@@ -60,6 +60,22 @@ def stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTER
     process.wait()
 
 
+class ServerProcess:
+    """The child process of a server a fixture runs: its PID while it runs, and stopping it."""
+
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running server, or None when it is not running."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

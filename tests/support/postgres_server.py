@@ -28,7 +28,13 @@ import pytest
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from tests.support.binaries import free_port, require_binary, stop_process, wait_until
+from tests.support.binaries import (
+    ServerProcess,
+    free_port,
+    require_binary,
+    stop_process,
+    wait_until,
+)
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
@@ -43,7 +49,7 @@ host  all all               127.0.0.1/32 trust
 """
 
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """One PostgreSQL cluster on 127.0.0.1, restartable on the same port."""
 
     def __init__(self, root: Path, log_path: Path, port: int, initdb: str, postgres: str) -> None:
@@ -58,16 +64,6 @@ class PostgresServer:
         # PostgreSQL will not run as root; as any other user it runs as that user.
         self._user = "postgres" if os.geteuid() == 0 else None
         self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the postmaster, or None when it is not running."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def init(self) -> None:
         """Create the cluster (``initdb``) and install the pg_hba.conf described above."""

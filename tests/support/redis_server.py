@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.binaries import free_port, require_binary, stop_process, wait_until
+from tests.support.binaries import (
+    ServerProcess,
+    free_port,
+    require_binary,
+    stop_process,
+    wait_until,
+)
 
 READY_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -24,7 +30,7 @@ STOP_TIMEOUT_SECONDS = 10.0
 _READY_REPLIES = (b"+PONG", b"-NOAUTH")
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """One ``redis-server`` process on 127.0.0.1, restartable on the same port."""
 
     def __init__(
@@ -37,16 +43,6 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{port}/0"
         self.log_path = directory / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running server, or None when it is not running."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start the server (again, after :meth:`kill`) and return once it answers PING."""
