@@ -54,7 +54,11 @@ Scores (pure functions of arrays, below; per data set the counts of all its seri
   predict_linear, and a recall and a median lead time at least as good.
 
 Usage: python benchmarks/forecast_eval.py [--data DIR] [--horizon 4h] [--window 6h] [--json]
-                                          [--plot docs/forecasting.png]
+                                          [--plot docs/forecasting.png] [--frontier]
+
+``--frontier`` adds other alarm rules, to measure the trade-off: Monitoriza alarming on its
+lower estimate at interval quantiles 0.6, 0.7, 0.9, and a noise-aware first-passage rule
+(``crossing_probability``) at probabilities 0.9, 0.995, 0.998.
 """
 
 from __future__ import annotations
@@ -500,6 +504,78 @@ def forecaster_method(forecaster: Forecaster) -> Method:
     return method
 
 
+def lower_rule_method(quantile: float) -> Method:
+    """Monitoriza alarming on its lower (pessimistic) estimate at interval ``quantile``."""
+    from monitoriza.forecast import model  # noqa: PLC0415 - the tests run without it
+
+    def forecaster(times: FloatArray, values: FloatArray, *, threshold: float,
+                   direction: Literal["above", "below"], horizon: float,
+                   now: float | None = None) -> ForecastLike:
+        return model.time_to_failure(times, values, threshold=threshold, direction=direction,
+                                     horizon=horizon, now=now, quantile=quantile)
+
+    median_rule = forecaster_method(forecaster)
+
+    def method(windows: Windows) -> Prediction:
+        prediction = median_rule(windows)
+        return Prediction(prediction.lower <= windows.horizon, prediction.point,
+                          prediction.lower, prediction.median, prediction.upper)
+
+    return method
+
+
+def crossing_probability(offsets: FloatArray, values: FloatArray, threshold: float,
+                         horizon: float) -> FloatArray:
+    """P(the series has crossed by each future grid step), (S, K), noise included.
+
+    A noise-aware first-passage estimate: a robust line (``fit_line``) gives the trend
+    m(h) (rising slopes only); the window's own residuals r give the noise. One future step
+    exceeds with p(h) = share of residuals > threshold - m(h); steps are dependent, so K
+    steps count as K / τ independent draws, τ = (1 + a) / (1 - a) with a the residuals'
+    lag-1 autocorrelation. P(crossed by step k) = 1 - Π_{j ≤ k} (1 - p(h_j))^(1/τ).
+    """
+    from monitoriza.forecast.robust import fit_line, lag1_autocorrelation  # noqa: PLC0415
+
+    line = fit_line(offsets, values, robust=True)
+    residuals = values - (line.level[:, None] + line.slope[:, None] * offsets[None, :])
+    known = np.isfinite(residuals)
+    rho = lag1_autocorrelation(np.where(known, residuals, 0.0))
+    rho = np.clip(np.nan_to_num(rho), 0.0, 0.95)
+    tau = (1.0 + rho) / (1.0 - rho)
+    step = float(offsets[1] - offsets[0]) if offsets.size > 1 else horizon
+    ahead = step * np.arange(1, max(1, round(horizon / step)) + 1)
+    trend = line.level[:, None] + np.maximum(line.slope, 0.0)[:, None] * ahead[None, :]
+    needed = threshold - trend
+    exceeding = (residuals[:, None, :] > needed[:, :, None]) & known[:, None, :]
+    share = exceeding.sum(axis=2) / np.maximum(known.sum(axis=1), 1)[:, None]
+    survival = np.cumsum(np.log1p(-np.minimum(share, 1.0 - 1e-9)), axis=1) / tau[:, None]
+    return np.asarray(-np.expm1(survival), dtype=np.float64)
+
+
+def first_passage_method(probability: float) -> Method:
+    """Alarm when the noise-aware crossing probability within H reaches ``probability``."""
+
+    def method(windows: Windows) -> Prediction:
+        crossed = crossing_probability(windows.offsets, windows.values, windows.threshold,
+                                       windows.horizon)
+        step = windows.horizon / max(crossed.shape[1], 1)
+        hit = crossed >= probability
+        first = np.where(hit.any(axis=1), step * (1 + np.argmax(hit, axis=1)), np.inf)
+        never = np.full(first.shape, np.inf)
+        return Prediction(first <= windows.horizon, last_values(windows.values), never, first,
+                          never)
+
+    return method
+
+
+def frontier_methods() -> dict[str, Method]:
+    """Other alarm rules, to measure the trade-off between false alarms and recall."""
+    methods = {f"lower q={q:g}": lower_rule_method(q) for q in (0.6, 0.7, 0.9)}
+    methods |= {f"first-passage p>={p:g}": first_passage_method(p)
+                for p in (0.9, 0.995, 0.998)}
+    return methods
+
+
 def default_methods() -> dict[str, Method]:
     """Monitoriza's model, its predict_linear baseline, and the static 90 % rule."""
     from monitoriza.forecast import model  # noqa: PLC0415 - the tests run without it
@@ -613,7 +689,7 @@ def table(name: str, result: DatasetResult) -> str:
     lines = [f"{name}: {result.series} series, {first['evaluated']:,} evaluation times "
              f"({first['days']:.1f} days), {first['positives']:,} positives, "
              f"{first['events']:,} crossing events",
-             f"{'method':<26} {'precision':>9} {'recall':>7} {'FA/day':>7} {'alarms':>7} "
+             f"{'method':<36} {'precision':>9} {'recall':>7} {'FA/day':>7} {'alarms':>7} "
              f"{'detected':>9} {'median lead':>11} {'MASE':>6} {'seconds':>8}"]
     lines += [row(method, m) for method, m in metrics.items()]
     for kind, by_method in result.kinds.items():
@@ -639,7 +715,7 @@ def row(label: str, m: Metrics) -> str:
     """One line of the table."""
     detected = f"{m['events_detected']}/{m['events']}"
     seconds = m.get("seconds")
-    return (f"{label:<26} {fmt(m['precision'], 'ratio'):>9} {fmt(m['recall'], 'ratio'):>7} "
+    return (f"{label:<36} {fmt(m['precision'], 'ratio'):>9} {fmt(m['recall'], 'ratio'):>7} "
             f"{fmt(m['false_alarms_per_day'], 'n'):>7} {m['alarms']:>7,} {detected:>9} "
             f"{fmt(m['median_lead_s'], 'duration'):>11} {fmt(m['mase'], 'ratio'):>6} "
             f"{'' if seconds is None else format(seconds, '.2f'):>8}")
@@ -791,10 +867,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="time between evaluations")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", type=Path, help="write a PNG of two replayed series")
+    parser.add_argument("--frontier", action="store_true",
+                        help="also replay other alarm rules (lower estimate, first passage)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    methods = default_methods() | (frontier_methods() if args.frontier else {})
     results = run(args.data, window=args.window, horizon=args.horizon, every=args.every,
-                  methods=default_methods())
+                  methods=methods)
     if args.plot:
         plot(args.plot, plotted_runs(results["nab"], results["synthetic"]), args.horizon)
     elapsed = time.perf_counter() - started

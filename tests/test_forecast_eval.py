@@ -339,3 +339,39 @@ class TestHarness:
         assert report["horizon_s"] == 4 * HOUR
         assert set(report["datasets"]["nab"]["metrics"]) == {"monitoriza", "predict_linear"}
         assert png.read_bytes().startswith(b"\x89PNG")
+
+
+class TestCrossingProbability:
+    """The noise-aware first-passage rule of ``--frontier``: noise that already reaches
+    near the threshold makes a crossing likely; a quiet series far below never crosses."""
+
+    offsets = 300.0 * np.arange(-72, 1, dtype=np.float64)
+
+    def test_noisy_series_near_the_threshold(self) -> None:
+        """A flat series whose spikes (one sample in ten) reach the threshold: crossing
+        within 4 h is near certain, and less likely within the first step than by the end."""
+        values = np.full((1, self.offsets.size), 50.0)
+        values[0, ::10] = 95.0
+        crossed = fe.crossing_probability(self.offsets, values, 90.0, 4 * HOUR)
+        assert crossed.shape == (1, 48)
+        assert crossed[0, -1] > 0.99
+        assert crossed[0, 0] < crossed[0, -1]
+        assert np.all(np.diff(crossed[0]) >= 0)
+
+    def test_quiet_series_far_below(self) -> None:
+        """Noise of ±1 around 50 never reaches 90: probability 0 at every step."""
+        rng = np.random.default_rng(1)
+        values = 50.0 + rng.uniform(-1.0, 1.0, (1, self.offsets.size))
+        crossed = fe.crossing_probability(self.offsets, values, 90.0, 4 * HOUR)
+        assert np.all(crossed == 0.0)
+
+    def test_rising_trend_crosses(self) -> None:
+        """A line rising 10 per hour from 60 now reaches 90 in 3 h: certain by then, not
+        before 2.5 h (the residuals are tiny)."""
+        rng = np.random.default_rng(2)
+        values = 60.0 + 10.0 * self.offsets / HOUR + rng.normal(0.0, 0.1, self.offsets.size)
+        method = fe.first_passage_method(0.9)
+        windows = fe.Windows(self.offsets, values[None, :], 90.0, 4 * HOUR, array(0.0))
+        prediction = method(windows)
+        assert bool(prediction.alarm[0])
+        assert 2.5 * HOUR <= prediction.median[0] <= 3.1 * HOUR
