@@ -23,6 +23,8 @@ from monitoriza.exceptions import ConfigError, DurationError
 from monitoriza.exporter.app import serve
 from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
 from monitoriza.responder.server import serve as responder_serve
+from monitoriza.stack import DEFAULT_RUN_DIR
+from monitoriza.stack.ports import DEFAULT_BASE_PORT
 from monitoriza.timescale import default_rules_dir, render_rules
 
 EXIT_OK = 0
@@ -116,6 +118,32 @@ def cmd_rules_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from monitoriza.stack.up import UpOptions, run_up  # noqa: PLC0415 - docker SDK, redis
+
+    return run_up(UpOptions(config=args.config, demo=args.demo, run_dir=args.run_dir,
+                            base_port=args.base_port, time_scale=args.time_scale,
+                            docker_host=args.docker_host))
+
+
+def cmd_demo_serve(args: argparse.Namespace) -> int:
+    from monitoriza.demo.server import serve as demo_serve  # noqa: PLC0415
+
+    return demo_serve(args.run_dir)
+
+
+def cmd_demo_fault(args: argparse.Namespace) -> int:
+    from monitoriza.demo import DemoError  # noqa: PLC0415
+    from monitoriza.demo.faults import apply_fault  # noqa: PLC0415
+
+    try:
+        print(apply_fault(args.run_dir, args.service, args.kind))
+    except DemoError as exc:
+        print(f"monitoriza demo fault: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def _positive_float(value: str) -> float:
     try:
         number = float(value)
@@ -189,7 +217,43 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--rules", type=Path, default=default_rules_dir(), metavar="DIR",
                         help="the source rule files (default: %(default)s)")
     render.set_defaults(handler=cmd_rules_render)
+    _add_stack_commands(commands)
     return parser
+
+
+def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``up`` and ``demo``."""
+    up = commands.add_parser(
+        "up", help="run the whole stack on this machine (Prometheus, Alertmanager, exporter, "
+                   "responder; with --demo a simulated Conecta Plus)")
+    up.add_argument("--config", type=Path, metavar="FILE", help="your services")
+    up.add_argument("--demo", action="store_true",
+                    help="a simulated Conecta Plus, with rules twenty times faster")
+    up.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, metavar="DIR",
+                    help="generated files, stores and logs (default: %(default)s)")
+    up.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, metavar="PORT",
+                    help="Prometheus's port; the others follow it (default: %(default)s)")
+    up.add_argument("--time-scale", type=_positive_float, metavar="X",
+                    help="multiply every rule and Alertmanager timer by X "
+                         "(default: 1, or 0.05 with --demo)")
+    up.add_argument("--docker-host", metavar="URL",
+                    help="Docker engine for the demo's container (default: $DOCKER_HOST, "
+                         "then the local socket)")
+    up.set_defaults(handler=cmd_up)
+
+    demo = commands.add_parser("demo", help="drive the demo started by monitoriza up --demo")
+    demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
+    fault = demo_commands.add_parser(
+        "fault", help="inject a fault: down, slow, unknown-component, fill-disk; or clear")
+    fault.add_argument("service", metavar="SERVICE")
+    fault.add_argument("kind", metavar="KIND",
+                       help="down, slow, unknown-component, fill-disk or clear")
+    fault.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, metavar="DIR")
+    fault.set_defaults(handler=cmd_demo_fault)
+    serve = demo_commands.add_parser("serve", help="serve the simulated services (monitoriza "
+                                                   "up starts it)")
+    serve.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, metavar="DIR")
+    serve.set_defaults(handler=cmd_demo_serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

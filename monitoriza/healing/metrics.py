@@ -18,6 +18,8 @@ from monitoriza.healing.chat import ChatStats
 from monitoriza.healing.memory import Outcomes, success_ratio
 from monitoriza.store import reading
 
+INCIDENT_STATES = ("open", "healing", "resolved")
+
 
 class HealingCollector(Collector):
     def __init__(self, engine: Engine, settings: Healing,
@@ -32,6 +34,7 @@ class HealingCollector(Collector):
             breakers = repository.all_states(conn, "breaker:")
             budgets = repository.all_states(conn, "budget:")
             learned = repository.all_memory(conn)
+            incident_counts = repository.incident_counts(conn)
             playbooks_by_service = defaultdict(set)
             for key in breakers:
                 _, service, playbook = key.split(":", 2)
@@ -45,6 +48,13 @@ class HealingCollector(Collector):
             for name in STATES:
                 state.add_metric([service, playbook, name], 1.0 if name == current else 0.0)
         yield state
+        # Every state always, so that a dashboard shows 0 rather than "no data".
+        incidents = GaugeMetricFamily("monitoriza_incidents", "Incidents by state",
+                                      labels=["state"])
+        for incident_state in INCIDENT_STATES:
+            incidents.add_metric([incident_state],
+                                 float(incident_counts.get(incident_state, 0)))
+        yield incidents
         budget = GaugeMetricFamily(
             "monitoriza_healing_budget_remaining",
             "Restarts the target may still get in the current budget window",

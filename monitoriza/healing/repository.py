@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from monitoriza.config.schema import Breaker
 from monitoriza.healing.breaker import BreakerState
@@ -63,6 +63,12 @@ def save_incident(conn: Connection, incident: Incident, now: float) -> int:
     else:
         conn.execute(update(incidents).where(incidents.c.id == incident.id).values(**values))
     return incident.id
+
+
+def incident_counts(conn: Connection) -> dict[str, int]:
+    """How many incidents are in each state."""
+    rows = conn.execute(select(incidents.c.state, func.count()).group_by(incidents.c.state))
+    return {state: int(count) for state, count in rows}
 
 
 def set_incident_state(conn: Connection, incident_id: int, state: str, now: float) -> None:

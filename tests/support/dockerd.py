@@ -13,13 +13,11 @@ CI where ``MONITORIZA_REQUIRE_BINARIES=1``, like every other real-binary fixture
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,13 +30,11 @@ import docker.errors
 import psutil
 import pytest
 
+from monitoriza.stack.busybox import BUSYBOX, busybox_rootfs
 from tests.support.binaries import require_binary, unavailable
 
 IMAGE_REPOSITORY = "monitoriza-busybox"
 IMAGE_TAG = "test"
-BUSYBOX = Path("/bin/busybox")
-# Applets the tests use; each is a symlink to busybox, which dispatches on argv[0].
-APPLETS = ("sh", "sleep", "true", "false")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 
@@ -65,27 +61,6 @@ class DockerEngine:
             network_mode="none",
             **options,
         )
-
-
-def busybox_rootfs() -> bytes:
-    """A tar of a root filesystem holding only a static busybox and a few applet links."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        directory = tarfile.TarInfo("bin")
-        directory.type = tarfile.DIRTYPE
-        directory.mode = 0o755
-        tar.addfile(directory)
-        binary = tarfile.TarInfo("bin/busybox")
-        binary.size = BUSYBOX.stat().st_size
-        binary.mode = 0o755
-        with BUSYBOX.open("rb") as source:
-            tar.addfile(binary, source)
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            tar.addfile(link)
-    return buffer.getvalue()
 
 
 def _log_tail(log_path: Path, lines: int = 30) -> str:
