@@ -1,6 +1,5 @@
 # The two commands README.md starts with: `make run` and `make test`.
 VENV ?= .venv
-CONFIG ?= examples/conecta-plus.yml
 PY := $(VENV)/bin/python
 
 .PHONY: run test lint typecheck unit bench bootstrap clean
@@ -9,8 +8,8 @@ bootstrap:
 	scripts/bootstrap.sh
 
 run:
-	scripts/bootstrap.sh --python-only
-	$(VENV)/bin/monitoriza exporter --config $(CONFIG)
+	scripts/bootstrap.sh --run
+	$(VENV)/bin/monitoriza up --demo
 
 lint:
 	$(VENV)/bin/ruff check monitoriza tests benchmarks

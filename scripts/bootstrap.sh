@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Monitoriza needs on a Debian machine: the system packages the tests and the
 # local stack run for real, and a virtualenv with the package and its dev tools.
-# Usage: scripts/bootstrap.sh [--python-only]
+# Usage: scripts/bootstrap.sh [--run | --python-only]
+#   (default) everything the tests need; --run only what `monitoriza up --demo` needs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,10 @@ declare -A PACKAGES=(
   [redis-server]=redis-server
   [dockerd]=docker.io
   [runuser]=util-linux
+  [chromium]=chromium
 )
+# What `make run` (monitoriza up --demo) needs; Docker is optional there.
+RUN_BINARIES=(prometheus prometheus-alertmanager redis-server)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
@@ -64,7 +68,19 @@ python_env() {
   fi
 }
 
-if [ "${1:-}" != "--python-only" ]; then
-  system_packages
-fi
+run_packages() {
+  local missing=()
+  for binary in "${RUN_BINARIES[@]}"; do
+    command -v "$binary" >/dev/null || missing+=("${PACKAGES[$binary]}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+  fi
+}
+
+case "${1:-}" in
+  --python-only) ;;
+  --run) run_packages ;;
+  *) system_packages ;;
+esac
 python_env

@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.support.alertmanager",
     "tests.support.responder",
     "tests.support.responder_process",
+    "tests.support.stack",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from monitoriza.config import load_config
 from monitoriza.stack import demo_plan
 from monitoriza.stack.ports import busy_ports, ports_for
 from monitoriza.stack.render import alertmanager_config, prometheus_config, scale_timer
@@ -98,8 +99,6 @@ class TestDemoConfig:
     """The demo's Monitoriza configuration is valid and heals only what the story needs."""
 
     def test_valid_with_and_without_docker(self, tmp_path: Path) -> None:
-        from monitoriza.config import load_config
-
         ports = ports_for(21000, demo_services=5)
         paths = demo_plan.DemoPaths(tmp_path, "/usr/bin/redis-server")
         for docker_host in (None, "unix:///tmp/x.sock"):
@@ -135,7 +134,7 @@ class TestPorts:
                 f"port {port} (prometheus) on 127.0.0.1 is in use"]
 
     def test_base_out_of_range(self) -> None:
-        with pytest.raises(ValueError, match="outside 1..65535"):
+        with pytest.raises(ValueError, match=r"outside 1\.\.65535"):
             ports_for(60000, demo_services=5)
 
 

@@ -172,6 +172,7 @@ def plan(options: UpOptions, out: TextIO) -> Plan:
     else:
         assert options.config is not None
         config = user_config(options.config, ports, run_dir)
+    (run_dir / "responder").mkdir()
     config_path = write_yaml(run_dir / "monitoriza.yml", config)
     try:
         loaded = load_config(config_path)
@@ -279,7 +280,7 @@ def start_all(plan_: Plan, supervisor: Supervisor) -> None:
 def urls(plan_: Plan) -> list[str]:
     """What to open, one line each."""
     host, ports = plan_.ports.host, plan_.ports
-    lines = [f"  Prometheus     http://{host}:{ports.prometheus}  (alerts: /alerts)",
+    lines = [f"  Prometheus     http://{host}:{ports.prometheus}  (alerts: /classic/alerts)",
              f"  Alertmanager   http://{host}:{ports.alertmanager}",
              f"  exporter       http://{host}:{ports.exporter}/metrics",
              f"  responder      http://{host}:{ports.responder}/api/v1/incidents "

@@ -1,0 +1,251 @@
+"""The whole stack as ``make run`` starts it (``monitoriza up --demo``), driven by
+``monitoriza demo fault``: real Prometheus and Alertmanager running the project's own rules
+(time-scaled by 0.05) and routing, the exporter, the responder, a real redis-server and a real
+busybox container in the tests' Docker engine.
+
+The scenarios share one stack and run in file order, each ending with the demo healthy again:
+Redis killed and healed; a backend that reports Redis ``unknown`` while Redis is fine; a
+container that keeps dying; then every dashboard query and a screenshot of the alerts page.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.support.binaries import require_binary, wait_until
+from tests.support.dashboards import expand_variables, panel_queries
+from tests.support.stack import ARTIFACTS, DemoStack, record_artifact, wait_for
+
+pytestmark = pytest.mark.usefixtures("demo_stack")
+
+RULES_SCALE = 0.05
+SCRAPE = EVALUATION = 1.0
+GROUP_WAIT = 1.5  # 30s x 0.05
+FOR_P4 = 60 * RULES_SCALE  # ServiceDown P4: for 1m
+FOR_P3 = 300 * RULES_SCALE  # ServiceDown P3: for 5m
+
+
+def redis_incident(stack: DemoStack) -> dict[str, Any] | None:
+    for incident in stack.incidents():
+        if (incident["root_cause"] or {}).get("service") == "redis" and \
+                "ServiceDown" in incident["signature"]:
+            return stack.incident(incident["id"])
+    return None
+
+
+def screenshot(url: str, path: Path) -> None:
+    """Headless Chromium's picture of ``url``. Debian's Prometheus ships the classic UI only
+    (the React one needs npm at build time), hence /classic/alerts."""
+    chromium = require_binary("chromium")
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1100",
+             "--virtual-time-budget=10000", f"--screenshot={path}", url],
+            capture_output=True, timeout=90, check=True)
+
+
+class TestRedisKilledAndHealed:
+    """Redis killed → probe fails → P4 → P3 → one incident rooted at Redis, the backend's and
+    the orchestrator's ``redis`` components its symptoms → the ``command`` playbook restarts
+    redis-server → verified → alerts resolve → incident resolved → the audit chain verifies."""
+
+    def test_detect_escalate_heal_resolve(self, demo_stack: DemoStack) -> None:
+        stack = demo_stack
+        started = time.time()
+        stack.fault("redis", "down")
+        detected = wait_for(lambda: stack.firing("ServiceDown", service="redis", severity="P4"),
+                            30, "ServiceDown P4 for redis", stack)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page = requests.get(f"{stack.prometheus}/classic/alerts", timeout=10).text
+        assert "ServiceDown" in page
+        shot = ARTIFACTS / "prometheus-alerts-demo.png"
+        screenshot(f"{stack.prometheus}/classic/alerts", shot)
+        assert shot.read_bytes().startswith(b"\x89PNG")
+        wait_for(lambda: any(a["outcome"] == "success"
+                             for a in (redis_incident(stack) or {"actions": []})["actions"]),
+                 60, "the restart-redis action to succeed", stack)
+        incident = redis_incident(stack)
+        assert incident is not None
+        action = next(a for a in incident["actions"] if a["outcome"] == "success")
+        assert action["playbook"] == "restart-redis"
+        assert action["alert"]["severity"] == "P3"  # healed on the escalation, not the P4
+        assert incident["root_cause"] == {"service": "redis", "component": None,
+                                          "kind": "service"}
+        symptoms = {(a["labels"]["service"], a["labels"].get("component"))
+                    for a in incident["alerts"] if a["labels"]["alertname"].startswith(
+                        "Component")}
+        assert ("backend", "redis") in symptoms
+        assert any("backend reports its redis component" in line
+                   for line in incident["reasoning"])
+        healed = float(action["finished_at"])
+        wait_for(lambda: not any(a["labels"].get("service") == "redis"
+                                 and a["state"] == "firing"
+                                 and a["labels"]["alertname"] == "ServiceDown"
+                                 for a in stack.alerts()),
+                 60, "ServiceDown for redis to resolve", stack)
+        resolved_at = wait_for(lambda: stack.incident(incident["id"])["state"] == "resolved",
+                               90, "the incident to be resolved", stack)
+        verify = stack.monitoriza("audit", "verify", "--config", str(stack.config))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "audit chain OK" in verify.stdout
+        # Only one restart: the other alerts of the incident did not trigger more.
+        assert [a["playbook"] for a in incident["actions"]] == ["restart-redis"]
+        timings = {
+            "time_to_detect_s": round(detected - started, 1),
+            "detect_pipeline_minimum_s": SCRAPE + EVALUATION + FOR_P4,
+            "time_to_heal_s": round(healed - started, 1),
+            "heal_pipeline_minimum_s": SCRAPE + EVALUATION + FOR_P3 + GROUP_WAIT,
+            "time_to_resolve_incident_s": round(resolved_at - started, 1),
+            "rules_time_scale": RULES_SCALE,
+        }
+        record_artifact("e2e-redis-timings.json", timings)
+        print(timings)
+        assert timings["time_to_detect_s"] >= FOR_P4
+        assert timings["time_to_heal_s"] >= FOR_P3
+
+
+class TestUnknownComponent:
+    """The backend says ``redis: unknown`` while Redis is healthy: the incident names the
+    backend's Redis connection, and Redis is not restarted."""
+
+    def test_no_redis_restart(self, demo_stack: DemoStack) -> None:
+        stack = demo_stack
+        restarts_before = restart_count(stack, "restart-redis")
+        stack.fault("backend", "unknown-component")
+        try:
+            wait_for(lambda: stack.firing("ComponentUnknown", service="backend",
+                                          component="redis"),
+                     60, "ComponentUnknown for the backend's redis", stack)
+            wait_for(lambda: component_incident(stack) is not None, 30,
+                     "an incident about the backend's redis component", stack)
+            incident = component_incident(stack)
+            assert incident is not None
+            assert incident["root_cause"] == {"service": "backend", "component": "redis",
+                                              "kind": "component"}
+            time.sleep(3)  # give a wrong restart every chance to happen
+            assert restart_count(stack, "restart-redis") == restarts_before
+            assert stack.query('monitoriza_probe_success{service="redis"}')[0]["value"][1] == "1"
+        finally:
+            stack.fault("backend", "clear")
+        wait_for(lambda: not stack.firing("ComponentUnknown", service="backend"), 60,
+                 "ComponentUnknown to resolve", stack)
+
+
+def component_incident(stack: DemoStack) -> dict[str, Any] | None:
+    for incident in stack.incidents():
+        if incident["root_cause"] == {"service": "backend", "component": "redis",
+                                      "kind": "component"}:
+            return incident
+    return None
+
+
+def action_outcomes(stack: DemoStack, playbook: str) -> list[str]:
+    """The outcome of every action of ``playbook`` (executed or refused), oldest first."""
+    return [action["outcome"] for incident in reversed(stack.incidents())
+            for action in stack.incident(incident["id"])["actions"]
+            if action["playbook"] == playbook]
+
+
+def restart_count(stack: DemoStack, playbook: str) -> int:
+    """Actions of ``playbook`` that really ran."""
+    return sum(1 for outcome in action_outcomes(stack, playbook)
+               if outcome in {"success", "failure"})
+
+
+class TestContainerKeepsDying:
+    """The recorder container dies after every restart: the budget is spent, the breaker
+    opens, and the refusal reaches the on-call chat as a P2."""
+
+    def test_budget_breaker_page(self, demo_stack: DemoStack) -> None:
+        stack = demo_stack
+        stack.fault("guardian-recorder", "down")
+        try:
+            wait_for(lambda: any(
+                "MonitorizaHealingRefused" in str(message["payload"])
+                for message in stack.chat_messages() if message["receiver"] == "oncall"),
+                150, "the P2 refusal in the on-call chat", stack)
+            # The breaker opens for 3 s (60 s x 0.05), so look at the last minute.
+            metrics = stack.query('max_over_time(monitoriza_healing_breaker_state{'
+                                  'service="guardian-recorder",state="open"}[1m]) == 1')
+            outcomes = action_outcomes(stack, "restart-recorder")
+            assert metrics, f"the breaker opened; outcomes {outcomes}"
+            restarts = sum(1 for outcome in outcomes if outcome in {"success", "failure"})
+            assert 1 <= restarts <= 3 + 1, outcomes  # the budget, at most one half-open trial
+            assert "blocked" in outcomes, outcomes
+        finally:
+            stack.fault("guardian-recorder", "clear")
+
+
+def finite_ttf(stack: DemoStack, forecast: str) -> float | None:
+    """The published median time to failure of ``forecast``, None while +Inf or absent."""
+    result = stack.query(f'monitoriza_time_to_failure_seconds{{forecast="{forecast}",'
+                         'estimate="median"} < +Inf')
+    return float(result[0]["value"][1]) if result else None
+
+
+class TestDiskFilling:
+    """``fill-disk``: the backend's disk fills at 0.5 %/s towards its 95 % threshold; the
+    forecast turns finite and the FailureForecast alert fires before the disk is full."""
+
+    def test_forecast_and_alert(self, demo_stack: DemoStack) -> None:
+        stack = demo_stack
+        assert finite_ttf(stack, "disk-backend") is None  # a flat disk: +Inf
+        stack.fault("backend", "fill-disk")
+        try:
+            wait_for(lambda: finite_ttf(stack, "disk-backend") is not None, 60,
+                     "a finite time to failure for disk-backend", stack)
+            wait_for(lambda: stack.firing("FailureForecast", service="backend"), 90,
+                     "FailureForecast for the backend", stack)
+            level = float(stack.query(
+                'conecta_demo_disk_used_ratio{service="backend"}')[0]["value"][1])
+            assert level < 0.95, "the alert came before the disk crossed its threshold"
+        finally:
+            stack.fault("backend", "clear")
+
+
+class TestDashboards:
+    """Every PromQL expression of every Grafana panel returns data from this Prometheus,
+    once the scenarios above have run, while a disk fills and a service is too slow for its
+    probe (the time-to-failure panel shows finite forecasts only, the failing-probes table
+    failing probes only)."""
+
+    def test_every_panel_has_data(self, demo_stack: DemoStack) -> None:
+        queries = panel_queries(Path(__file__).resolve().parent.parent / "grafana" /
+                                "dashboards")
+        assert len(queries) >= 12
+        demo_stack.fault("frontend", "fill-disk")
+        demo_stack.fault("api-gateway", "slow")
+        try:
+            wait_for(lambda: finite_ttf(demo_stack, "disk-frontend") is not None, 60,
+                     "a finite time to failure for disk-frontend", demo_stack)
+            wait_for(lambda: bool(demo_stack.query(
+                'monitoriza_probe_failure_reason{service="api-gateway",reason="timeout"} == 1')),
+                30, "the slow api-gateway's probe to time out", demo_stack)
+            empty = [f"{q.dashboard} / {q.panel}: {q.expr}" for q in queries
+                     if not demo_stack.query(expand_variables(q.expr))]
+        finally:
+            demo_stack.fault("frontend", "clear")
+            demo_stack.fault("api-gateway", "clear")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+class TestStackFiles:
+    """What ``monitoriza up`` wrote is what it runs: the rules are the project's, scaled."""
+
+    def test_scaled_rules_in_run_dir(self, demo_stack: DemoStack) -> None:
+        rules = yaml.safe_load((demo_stack.run_dir / "rules" / "service-alerts.yml")
+                               .read_text())
+        fors = {rule.get("for") for group in rules["groups"] for rule in group["rules"]
+                if rule.get("alert") == "ServiceDown"}
+        assert "3s" in fors and "15s" in fors
+        assert wait_until(lambda: demo_stack.firing("Watchdog"), 10)
