@@ -1,6 +1,7 @@
 # The two commands README.md starts with: `make run` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+UP_ARGS ?=   # e.g. UP_ARGS="--base-port 19090" when 9090 is taken
 
 .PHONY: run test lint typecheck unit bench bootstrap clean
 
@@ -9,7 +10,7 @@ bootstrap:
 
 run:
 	scripts/bootstrap.sh --run
-	$(VENV)/bin/monitoriza up --demo
+	$(VENV)/bin/monitoriza up --demo $(UP_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check monitoriza tests benchmarks

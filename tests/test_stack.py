@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from monitoriza.stack import demo_plan
 from monitoriza.stack.ports import busy_ports, ports_for
 from monitoriza.stack.render import alertmanager_config, prometheus_config, scale_timer
 from monitoriza.timescale import default_rules_dir, render_rules
-from tests.support.binaries import require_binary
+from tests.support.binaries import require_binary, wait_until
+from tests.support.stack import free_base_port
 
 REPO = Path(__file__).resolve().parent.parent
 CANONICAL = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
@@ -206,3 +208,41 @@ class TestUpRefuses:
         assert result.returncode == 2
         assert "was not made by monitoriza up" in result.stderr
         assert (mine / "thesis.tex").read_text() == "precious"
+
+
+class TestMakeRun:
+    """README's first command, from a fresh clone of the committed tree: ``make run`` brings
+    the demo up and Ctrl-C (SIGINT to its process group) stops it cleanly.
+
+    The clone reuses this checkout's virtualenv (VENV=...), so the test measures the stack,
+    not a pip download; everything else comes from the clone."""
+
+    def test_fresh_clone(self, tmp_path: Path) -> None:
+        for name in ("prometheus", "prometheus-alertmanager", "redis-server", "git", "make"):
+            require_binary(name)
+        clone = tmp_path / "clone"
+        subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        base = free_base_port()
+        log = tmp_path / "make-run.log"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                ["make", "run", f"VENV={REPO / '.venv'}",
+                 f"UP_ARGS=--base-port {base} --run-dir {tmp_path / 'run'} "
+                 "--docker-host unix:///nonexistent.sock"],
+                cwd=clone, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert wait_until(lambda: "monitoriza up: ready" in log.read_text()
+                              or process.poll() is not None, 90, interval=0.2), log.read_text()
+            assert process.poll() is None, log.read_text()
+            assert "chat inbox" in log.read_text()
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        assert process.returncode == 0, log.read_text()
+        assert "monitoriza up: stopped" in log.read_text()
+        assert not busy_ports("127.0.0.1", ports_for(base, demo_services=5).named())

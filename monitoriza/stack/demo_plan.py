@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitoriza.demo.server import DISK_METRIC
 from monitoriza.durations import format_duration
 from monitoriza.stack.ports import StackPorts
 
@@ -25,7 +26,6 @@ PROBE_TIMEOUT = "2s"  # the demo's "slow" fault answers after 2.5 s
 RECORDER_CONTAINER = "conecta-guardian-recorder"
 RECORDER_IMAGE = "monitoriza-demo-busybox:latest"
 RECORDER_COMMAND = ["sh", "-c", "while [ ! -e /fault/down ]; do sleep 1; done; exit 1"]
-DISK_METRIC = "conecta_demo_disk_used_ratio"
 DISK_THRESHOLD = 0.95
 
 
@@ -132,6 +132,16 @@ def demo_config(ports: StackPorts, paths: DemoPaths, *, docker_host: str | None,
             "probes": [{"name": "health", "kind": "http", "url": f"http://{host}:{port}/health",
                         "health_body": bool(service.components)}],
         }
+        if service.uses_redis and service.name == "backend":
+            # Conecta's real bug: the backend's Redis pool goes "unknown" while Redis is
+            # fine. The cure is a reconnect, not a Redis restart.
+            services[service.name]["healing"] = [{
+                "name": "reconnect-redis",
+                "match": {"alertname": ["ComponentUnknown"]},
+                "steps": [{"action": "http", "method": "POST", "timeout": "5s",
+                           "url": f"http://{host}:{port}/admin/reconnect"
+                                  "?component={label.component}"}],
+                "verify": {"probe": "health", "timeout": "10s", "interval": "500ms"}}]
     if ports.redis is None:
         raise ValueError("the demo needs a Redis port (ports_for(..., demo_services=N))")
     # Standard tier: a critical Redis would page (P2) at the same moment it escalates to
@@ -193,6 +203,7 @@ def _responder_section(ports: StackPorts, paths: DemoPaths, scale: float) -> dic
         "healing": {
             "kill_switch_file": str(run / "kill-switch"),
             "allowed_commands": [paths.redis_binary],
+            "allowed_urls": [f"http://{ports.host}:{port}/admin/" for port in ports.demo_http],
             "budget": {"restarts": 3, "window": _scaled(900, scale),
                        "backoff_initial": _scaled(10, scale),
                        "backoff_max": _scaled(300, scale)},
