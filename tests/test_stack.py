@@ -214,14 +214,17 @@ class TestMakeRun:
     """README's first command, from a fresh clone of the committed tree: ``make run`` brings
     the demo up and Ctrl-C (SIGINT to its process group) stops it cleanly.
 
-    The clone reuses this checkout's virtualenv (VENV=...), so the test measures the stack,
-    not a pip download; everything else comes from the clone."""
+    The clone reuses this checkout's virtualenv (VENV=...), with the clone's pyproject.toml
+    dated back so that bootstrap does not reinstall the package from the clone: the test
+    measures the Makefile, bootstrap and the stack, not a pip download, and the shared
+    virtualenv keeps pointing at this checkout."""
 
     def test_fresh_clone(self, tmp_path: Path) -> None:
         for name in ("prometheus", "prometheus-alertmanager", "redis-server", "git", "make"):
             require_binary(name)
         clone = tmp_path / "clone"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        os.utime(clone / "pyproject.toml", (0, 0))
         base = free_base_port()
         log = tmp_path / "make-run.log"
         with log.open("w") as out:
@@ -243,6 +246,9 @@ class TestMakeRun:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        assert process.returncode == 0, log.read_text()
+        # Like a Ctrl-C in a terminal: make waits for monitoriza up to stop, then dies of the
+        # same SIGINT.
+        assert process.returncode in (0, -signal.SIGINT), log.read_text()
         assert "monitoriza up: stopped" in log.read_text()
+        assert "could not stop" not in log.read_text()
         assert not busy_ports("127.0.0.1", ports_for(base, demo_services=5).named())
