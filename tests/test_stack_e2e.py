@@ -178,7 +178,9 @@ class TestContainerKeepsDying:
             metrics = stack.query('max_over_time(monitoriza_healing_breaker_state{'
                                   'service="guardian-recorder",state="open"}[1m]) == 1')
             outcomes = action_outcomes(stack, "restart-recorder")
-            assert metrics, f"the breaker opened; outcomes {outcomes}"
+            details = [action["detail"] for incident in stack.incidents()
+                       for action in stack.incident(incident["id"])["actions"]]
+            assert metrics, f"the breaker opened; outcomes {outcomes}, details {details}"
             restarts = sum(1 for outcome in outcomes if outcome in {"success", "failure"})
             assert 1 <= restarts <= 3 + 1, outcomes  # the budget, at most one half-open trial
             assert "blocked" in outcomes, outcomes
