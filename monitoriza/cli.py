@@ -22,6 +22,7 @@ from monitoriza.durations import parse_duration
 from monitoriza.exceptions import ConfigError, DurationError
 from monitoriza.exporter.app import serve
 from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
+from monitoriza.lint import default_alertmanager_file
 from monitoriza.responder.server import serve as responder_serve
 from monitoriza.stack import DEFAULT_RUN_DIR
 from monitoriza.stack.ports import DEFAULT_BASE_PORT
@@ -126,6 +127,20 @@ def cmd_up(args: argparse.Namespace) -> int:
                             docker_host=args.docker_host))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from monitoriza.report.run import report_command  # noqa: PLC0415 - matplotlib
+
+    return report_command(args.config, args.since, out=args.out, output_format=args.format,
+                          prometheus_url=args.prometheus, progress=sys.stderr)
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from monitoriza.lint import lint_command  # noqa: PLC0415
+
+    return lint_command(args.config, args.alertmanager, args.rules, args.prometheus,
+                        sys.stdout, output_format=args.format)
+
+
 def cmd_demo_serve(args: argparse.Namespace) -> int:
     from monitoriza.demo.server import serve as demo_serve  # noqa: PLC0415
 
@@ -218,7 +233,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the source rule files (default: %(default)s)")
     render.set_defaults(handler=cmd_rules_render)
     _add_stack_commands(commands)
+    _add_readiness_commands(commands)
     return parser
+
+
+def _add_readiness_commands(
+        commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report`` and ``lint``."""
+    report = commands.add_parser(
+        "report", help="a reliability report (HTML or JSON) from Prometheus and the "
+                       "responder's store, with a verdict per service")
+    report.add_argument("--config", type=Path, required=True, metavar="FILE")
+    report.add_argument("--since", type=_duration, default=7 * 86400.0, metavar="DURATION",
+                        help="the period reported (default 7d)")
+    report.add_argument("--out", type=Path, metavar="FILE",
+                        help="where to write it (default report.html or report.json; - for "
+                             "standard output)")
+    report.add_argument("--format", choices=["html", "json"], default="html")
+    report.add_argument("--prometheus", metavar="URL",
+                        help="default: exporter.prometheus_url from the configuration")
+    report.set_defaults(handler=cmd_report)
+
+    lint = commands.add_parser(
+        "lint", help="find gaps in the monitoring setup (services without probes, critical "
+                     "alerts that reach no one, playbooks without verify, ...); exit 1 on errors")
+    lint.add_argument("--config", type=Path, required=True, metavar="FILE")
+    lint.add_argument("--alertmanager", type=Path, default=default_alertmanager_file(),
+                      metavar="FILE", help="Alertmanager configuration (default: %(default)s)")
+    lint.add_argument("--rules", type=Path, default=default_rules_dir(), metavar="DIR",
+                      help="Prometheus rule files (default: %(default)s)")
+    lint.add_argument("--prometheus", metavar="URL",
+                      help="also report components Prometheus sees as unknown")
+    lint.add_argument("--format", choices=["text", "json"], default="text")
+    lint.set_defaults(handler=cmd_lint)
 
 
 def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,1 @@
+"""``monitoriza report``: a readiness report over a period, from Prometheus and the store."""

@@ -1,0 +1,368 @@
+"""``monitoriza report`` against a real Prometheus holding a scripted week, and a real store.
+
+The week is backfilled with ``promtool tsdb create-blocks-from openmetrics``: four services
+probed every minute for seven days ending a minute ago. ``db`` is down for six known outages
+(its availability is known to the minute), ``cache`` reports a component ``unknown`` for two
+hours and forecasts a failure within an hour, ``queue`` has an incident still open, ``api``
+is fine. The responder's SQLite store holds incidents, healing actions, a breaker opening and
+an audit chain with known times, written through the responder's own repository functions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from sqlalchemy import update
+
+from monitoriza.audit.log import AuditLog
+from monitoriza.config import load_config
+from monitoriza.healing import repository
+from monitoriza.healing.correlation import AlertEvent, Incident, RootCause
+from monitoriza.report.model import (
+    ResponderFacts,
+    ServiceAvailability,
+    TimeToFailure,
+    verdicts,
+)
+from monitoriza.report.run import report_command
+from monitoriza.store import actions, create_store, writing
+from tests.support.binaries import free_port, require_binary, stop_process, wait_until
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+WEEK = 7 * 86400
+OUTAGE = 34 * 60  # each of db's six outages, in seconds
+SERVICES = {"api": "critical", "db": "standard", "cache": "standard", "queue": "standard"}
+
+
+@dataclass
+class Week:
+    """The scripted history and what the report must find in it."""
+
+    end: float  # the last sample
+    outages: list[tuple[float, float]]  # db down in [start, end)
+    truth: dict[str, float]  # each service's availability
+    prometheus: str
+    config: Path
+    directory: Path
+
+
+def _openmetrics(path: Path, end: int, outages: list[tuple[float, float]]) -> dict[str, float]:
+    """Write the week; return each service's true availability (share of up minutes)."""
+    first = end - WEEK + 60
+    minutes = range(first, end + 1, 60)
+    up_minutes = {name: 0 for name in SERVICES}
+    lines = ["# TYPE monitoriza_probe_success gauge"]
+    last_success: dict[str, list[str]] = {name: [] for name in SERVICES}
+    for name in SERVICES:
+        latest = 0
+        for t in minutes:
+            up = not (name == "db" and any(a <= t < b for a, b in outages))
+            up_minutes[name] += up
+            latest = t if up else latest
+            lines.append(f'monitoriza_probe_success{{service="{name}",probe="main"}} '
+                         f"{int(up)} {t}")
+            last_success[name].append(
+                f'monitoriza_probe_last_success_timestamp_seconds{{service="{name}",'
+                f'probe="main"}} {latest} {t}')
+    lines.append("# TYPE monitoriza_probe_last_success_timestamp_seconds gauge")
+    for name in SERVICES:
+        lines.extend(last_success[name])
+    sparse = range(first, end + 1, 600)
+    lines.append("# TYPE monitoriza_service_info gauge")
+    lines.extend(f'monitoriza_service_info{{service="{name}",tier="{tier}"}} 1 {t}'
+                 for name, tier in SERVICES.items() for t in sparse)
+    lines.append("# TYPE monitoriza_component_status gauge")
+    unknown_from, unknown_to = end - 3 * 86400, end - 3 * 86400 + 7200
+    for status in ("healthy", "unknown"):
+        for t in sparse:
+            unknown = unknown_from <= t < unknown_to
+            value = int(unknown) if status == "unknown" else int(not unknown)
+            lines.append(f'monitoriza_component_status{{service="cache",component="redis",'
+                         f'status="{status}"}} {value} {t}')
+    lines.append("# TYPE monitoriza_time_to_failure_seconds gauge")
+    for estimate, seconds in (("lower", "1800"), ("median", "3600"), ("upper", "+Inf")):
+        lines.extend(f'monitoriza_time_to_failure_seconds{{forecast="cache-memory",'
+                     f'service="cache",estimate="{estimate}"}} {seconds} {t}' for t in sparse)
+    lines.append("# EOF")
+    path.write_text("\n".join(lines) + "\n")
+    total = len(minutes)
+    return {name: up_minutes[name] / total for name in SERVICES}
+
+
+def _event(fingerprint: str, service: str, alertname: str, starts_at: float,
+           received_at: float) -> AlertEvent:
+    return AlertEvent(fingerprint=fingerprint, starts_at=starts_at, status="firing",
+                      alertname=alertname, service=service, severity="P3",
+                      labels={"alertname": alertname, "service": service},
+                      received_at=received_at)
+
+
+@dataclass
+class Injected:
+    """An incident the test wrote, with the times the report must give back."""
+
+    id: int
+    service: str
+    time_to_detect: float
+    time_to_recover: float | None
+
+
+def _fill_store(config_path: Path, week: Week) -> list[Injected]:
+    config = load_config(config_path)
+    engine = create_store(config.responder.store_url)
+    log = AuditLog.from_config(engine, config.responder.audit)
+    injected: list[Injected] = []
+    end = week.end
+    cases = [  # service, onset, detect after, recover after (None: still open)
+        ("db", week.outages[0][0], 90.0, OUTAGE - 60.0),
+        ("api", end - 2 * 86400, 45.0, 300.0),
+        ("queue", end - 3600, 30.0, None),
+        ("api", end - WEEK - 86400, 20.0, 60.0),  # before the period: not listed
+    ]
+    with writing(engine) as conn:
+        for number, (service, onset, detect, recover) in enumerate(cases):
+            opened = onset + detect
+            resolved = None if recover is None else opened + recover
+            alert = _event(f"fp{number}", service, "ServiceDown", onset, onset + detect - 5)
+            incident = Incident(None, "resolved" if resolved else "open", opened, resolved,
+                                {alert.fingerprint: alert},
+                                RootCause(service, None, "service", ("it failed",)),
+                                "low", f"ServiceDown:{service}")
+            new_id = repository.save_incident(conn, incident, opened)
+            if onset > end - WEEK:
+                injected.append(Injected(new_id, service, detect, recover))
+        db_incident, api_incident = injected[0].id, injected[1].id
+        outcomes = [("db", db_incident, "failure"), ("db", db_incident, "failure"),
+                    ("db", db_incident, "blocked"), ("db", db_incident, "success"),
+                    ("api", api_incident, "success")]
+        for index, (service, incident_id, outcome) in enumerate(outcomes):
+            created = week.outages[0][0] + 100 + index * 60 if service == "db" else end - 2 * 86400
+            action_id = repository.enqueue_action(conn, incident_id, service, f"restart-{service}",
+                                                  alert={}, now=created)
+            conn.execute(update(actions).where(actions.c.id == action_id).values(
+                state="done", outcome=outcome, finished_at=created + 10))
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(week.outages[0][0] + 400))
+        for action_id in (3, 3):
+            log.append(conn, "action.blocked", {
+                "action": action_id, "incident": db_incident, "service": "db",
+                "playbook": "restart-db", "check": "breaker",
+                "reason": f"breaker open until {until} (1m left)"})
+        repository.save_state(conn, "breaker:db:restart-db", {
+            "state": "closed", "consecutive_failures": 0, "recent": [], "opened_at": None,
+            "open_for": 60.0, "trial_in_flight": False, "half_open_successes": 0})
+    log.maybe_checkpoint()
+    engine.dispose()
+    return injected
+
+
+def _write_config(path: Path, directory: Path, prometheus: str, store: Path) -> None:
+    path.write_text(yaml.safe_dump({
+        "exporter": {"prometheus_url": prometheus},
+        "responder": {"store_url": f"sqlite:///{store}",
+                      "token_file": str(directory / "token"),
+                      "audit": {"signing_key_file": str(directory / "signing.pem"),
+                                "checkpoint_file": str(directory / "checkpoints.jsonl")}},
+        "forecasts": {"cache-memory": {"service": "cache", "expr": "redis_memory_ratio",
+                                       "threshold": 0.9}},
+        "services": {name: {"tier": tier} for name, tier in SERVICES.items()},
+    }, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def week(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Week]:
+    """Prometheus serving the backfilled week, and the configuration pointing at it."""
+    directory = tmp_path_factory.mktemp("report")
+    end = int(time.time()) // 60 * 60 - 60
+    day = 86400
+    outages = [(float(end - WEEK + k * day + 9 * 3600), float(end - WEEK + k * day + 9 * 3600
+                                                            + OUTAGE)) for k in range(1, 7)]
+    source = directory / "week.om"
+    truth = _openmetrics(source, end, outages)
+    data = directory / "data"
+    subprocess.run([require_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics",
+                    "-q", str(source), str(data)], check=True, capture_output=True, timeout=120)
+    port = free_port()
+    (directory / "prometheus.yml").write_text("global: {}\n")
+    log = (directory / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [require_binary("prometheus"), f"--config.file={directory / 'prometheus.yml'}",
+         f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=30d",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    try:
+        assert wait_until(ready, 30, interval=0.2), (directory / "prometheus.log").read_text()
+        config = directory / "monitoriza.yml"
+        _write_config(config, directory, url, directory / "responder.db")
+        yield Week(float(end), outages, truth, url, config, directory)
+    finally:
+        stop_process(process, timeout=20)
+        log.close()
+
+
+@dataclass
+class Reports:
+    week: Week
+    injected: list[Injected]
+    html: str
+    html_path: Path
+    data: dict[str, Any]
+    progress: str
+
+
+@pytest.fixture(scope="module")
+def reports(week: Week) -> Reports:
+    """The report of the week, as HTML and as JSON."""
+    injected = _fill_store(week.config, week)
+    html_path = week.directory / "report.html"
+    progress = io.StringIO()
+    assert report_command(week.config, WEEK, out=html_path, output_format="html",
+                          prometheus_url=None, progress=progress) == 0, progress.getvalue()
+    json_path = week.directory / "report.json"
+    assert report_command(week.config, WEEK, out=json_path, output_format="json",
+                          prometheus_url=week.prometheus, progress=io.StringIO()) == 0
+    return Reports(week, injected, html_path.read_text(), html_path,
+                   json.loads(json_path.read_text()), progress.getvalue())
+
+
+def _by_service(data: dict[str, Any], key: str) -> dict[str, Any]:
+    return {item["service"]: item for item in data[key]}
+
+
+def test_availability_matches_the_scripted_week(reports: Reports) -> None:
+    truth = reports.week.truth
+    assert truth["db"] == pytest.approx(1 - 6 * 34 / 10080, abs=1e-9)  # 97.98 %
+    found = _by_service(reports.data, "availability")
+    assert set(found) == set(SERVICES)
+    for name, expected in truth.items():
+        assert abs(found[name]["availability"] - expected) * 100 < 0.5, (name, found[name])
+        assert found[name]["target"] == (0.999 if SERVICES[name] == "critical" else 0.995)
+    assert found["db"]["series"], "the chart has points"
+    assert f"{found['db']['availability'] * 100:.3f} %" in reports.html
+
+
+def test_every_injected_incident_is_listed_with_its_times(reports: Reports) -> None:
+    listed = {item["id"]: item for item in reports.data["responder"]["incidents"]}
+    assert set(listed) == {incident.id for incident in reports.injected}
+    for incident in reports.injected:
+        fact = listed[incident.id]
+        assert fact["time_to_detect"] == pytest.approx(incident.time_to_detect)
+        assert fact["time_to_recover"] == (None if incident.time_to_recover is None
+                                           else pytest.approx(incident.time_to_recover))
+    assert "33m 00s" in reports.html  # db's recovery: 34 minutes minus one
+    assert "5m 00s" in reports.html  # api's
+
+
+def test_healing_breakers_and_audit(reports: Reports) -> None:
+    responder = reports.data["responder"]
+    healing = {(h["service"], h["playbook"]): h for h in responder["healing"]}
+    assert healing[("db", "restart-db")]["ran"] == 3
+    assert healing[("db", "restart-db")]["success_ratio"] == pytest.approx(1 / 3)
+    assert healing[("db", "restart-db")]["outcomes"]["blocked"] == 1
+    assert healing[("api", "restart-api")]["success_ratio"] == 1.0
+    openings = responder["breaker_openings"]
+    assert [(o["service"], o["refusals"]) for o in openings] == [("db", 2)]
+    assert responder["breakers_now"] == []
+    assert responder["audit"]["ok"] is True
+    assert responder["audit"]["entries"] == 2
+
+
+def test_silent_failures_and_forecasts(reports: Reports) -> None:
+    unknown = reports.data["unknown_components"]
+    assert [(u["service"], u["component"]) for u in unknown] == [("cache", "redis")]
+    assert unknown[0]["fraction"] == pytest.approx(7200 / WEEK, rel=0.1)
+    stale = {s["service"]: s["max_staleness"] for s in reports.data["stale_probes"]}
+    assert stale["db"] == pytest.approx(OUTAGE, abs=120)
+    assert stale["api"] <= 300
+    ttf = reports.data["time_to_failure"]
+    assert [(t["service"], t["seconds"], t["horizon"]) for t in ttf] == [
+        ("cache", 3600.0, 86400.0)]
+
+
+def test_verdicts(reports: Reports) -> None:
+    found = {v["service"]: v for v in reports.data["verdicts"]}
+    assert found["api"]["verdict"] == "ready"
+    assert found["db"]["verdict"] == "not ready"
+    assert "below the 99.5 % target" in found["db"]["reasons"][0]
+    assert any("succeeded 33 % of 3 runs" in reason for reason in found["db"]["reasons"])
+    assert found["queue"]["verdict"] == "not ready"
+    assert "not healed" in found["queue"]["reasons"][0]
+    assert found["cache"]["verdict"] == "at risk"
+    assert any("redis reported unknown" in r for r in found["cache"]["reasons"])
+    assert any("failure in 1h 00m" in r for r in found["cache"]["reasons"])
+
+
+def test_progress_is_shown_per_section(reports: Reports) -> None:
+    lines = reports.progress.splitlines()
+    for section in ("availability", "time to failure", "silent failures", "responder store"):
+        assert any(line.startswith(f"report: {section} fetched in ") for line in lines), lines
+    assert "1 ready, 1 at risk, 2 not ready" in reports.progress
+
+
+def test_html_is_self_contained_and_renders(reports: Reports) -> None:
+    html = reports.html
+    assert "data:image/png;base64," in html
+    assert "http://" not in html.replace(reports.week.prometheus, "")
+    assert "<script" not in html
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(
+            [require_binary("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--window-size=1300,2400", f"--screenshot={shot}",
+             reports.html_path.as_uri()], capture_output=True, timeout=90, check=True)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_missing_store_says_no_responder_data(week: Week, tmp_path: Path) -> None:
+    config = tmp_path / "monitoriza.yml"
+    _write_config(config, tmp_path, week.prometheus, tmp_path / "absent.db")
+    out = tmp_path / "report.html"
+    assert report_command(config, 86400, out=out, output_format="html", prometheus_url=None,
+                          progress=io.StringIO()) == 0
+    assert "no responder data" in out.read_text()
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_unreachable_prometheus_is_an_error(week: Week, tmp_path: Path) -> None:
+    progress = io.StringIO()
+    started = time.monotonic()
+    code = report_command(week.config, WEEK, out=tmp_path / "r.html", output_format="html",
+                          prometheus_url=f"http://127.0.0.1:{free_port()}", progress=progress)
+    assert code == 1
+    assert "cannot reach Prometheus at http://127.0.0.1:" in progress.getvalue()
+    assert time.monotonic() - started < 15
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_verdict_rules_are_pure() -> None:
+    def service(value: float | None) -> ServiceAvailability:
+        return ServiceAvailability("s", "critical", 0.999, value)
+
+    assert verdicts([service(0.9995)], ResponderFacts(), [], [], [])[0].verdict == "ready"
+    assert verdicts([service(0.998)], ResponderFacts(), [], [], [])[0].verdict == "not ready"
+    assert verdicts([service(None)], ResponderFacts(), [], [], [])[0].verdict == "at risk"
+    far = TimeToFailure("f", "s", 2 * 86400, 86400)
+    assert verdicts([service(1.0)], ResponderFacts(), [far], [], [])[0].verdict == "ready"
+    near = TimeToFailure("f", "s", 600, 86400)
+    assert verdicts([service(1.0)], ResponderFacts(), [near], [], [])[0].verdict == "at risk"
