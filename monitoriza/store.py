@@ -3,11 +3,18 @@
 SQLite (the default) runs in WAL mode with ``synchronous=FULL``, so a commit survives a power
 cut, and every write transaction starts with ``BEGIN IMMEDIATE``, so concurrent writers (threads
 or gunicorn workers) queue on the database lock instead of failing half-way. PostgreSQL is
-chosen by URL; the schema is the same.
+chosen by URL; the schema is the same, and so is the behaviour: a :func:`writing` transaction
+first takes a transaction-scoped advisory lock, so those that read, decide and write (the
+journal worker, the healer, audit appends) still take turns, as on SQLite, in every process
+sharing the database. Writes that are safe side by side (the webhook's ``ON CONFLICT DO
+NOTHING`` inserts, ``SKIP LOCKED`` claims) pass ``serialized=False`` and run concurrently. On
+both, ``timeout`` bounds how long a write waits for a lock (SQLite's ``busy_timeout``,
+PostgreSQL's ``lock_timeout``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import weakref
@@ -29,40 +36,56 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    make_url,
+    select,
 )
 
 metadata = MetaData()
+
+
+def _string(length: int) -> String:
+    """``VARCHAR(length)`` on SQLite, which does not enforce the length; ``TEXT`` on
+    PostgreSQL, which would, so that a long value is stored on both rather than refused by one
+    (the webhook would answer 503 for ever, or a journal row would never be processed)."""
+    return String(length).with_variant(Text(), "postgresql")
+
 
 # One row per alert of every accepted notification, keyed as Alertmanager identifies it. A
 # repeated, retried or HA-duplicated notification maps to the same keys and adds no rows.
 journal = Table(
     "journal", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("receiver", String(255), nullable=False),
+    Column("receiver", _string(255), nullable=False),
     Column("group_key", Text, nullable=False),
-    Column("fingerprint", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("starts_at", String(64), nullable=False),
+    Column("fingerprint", _string(64), nullable=False),
+    Column("status", _string(16), nullable=False),
+    Column("starts_at", _string(64), nullable=False),
     Column("alert", Text, nullable=False),  # the alert as JSON, with its notification's context
     Column("received_at", Float, nullable=False),
-    Column("state", String(16), nullable=False, server_default="pending"),
-    Column("lease_owner", String(128)),
+    Column("state", _string(16), nullable=False, server_default="pending"),
+    Column("lease_owner", _string(128)),
     Column("lease_expires", Float),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("processed_at", Float),
-    Column("outcome", String(64)),
+    Column("outcome", _string(64)),
+    # On PostgreSQL a btree entry holds at most ~2.7 kB, and receiver and groupKey may each be
+    # 4 kB long: there the key indexes their MD5s instead (journal_alert_key_md5, below).
     UniqueConstraint("receiver", "group_key", "fingerprint", "status", "starts_at",
-                     name="journal_alert_key"),
+                     name="journal_alert_key").ddl_if(dialect="sqlite"),
 )
+Index("journal_alert_key_md5", func.md5(journal.c.receiver), func.md5(journal.c.group_key),
+      journal.c.fingerprint, journal.c.status, journal.c.starts_at,
+      unique=True).ddl_if(dialect="postgresql")
 Index("journal_state_id", journal.c.state, journal.c.id)
 
 # What the responder knows of each alert occurrence (an alert is identified by its fingerprint
 # and the start of this firing). A resolved occurrence is never reopened by a late firing.
 alert_state = Table(
     "alert_state", metadata,
-    Column("fingerprint", String(64), primary_key=True),
-    Column("starts_at", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),
+    Column("fingerprint", _string(64), primary_key=True),
+    Column("starts_at", _string(64), primary_key=True),
+    Column("status", _string(16), nullable=False),
     Column("updated_at", Float, nullable=False),
 )
 
@@ -71,9 +94,9 @@ notifications = Table(
     "notifications", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("received_at", Float, nullable=False),
-    Column("receiver", String(255), nullable=False),
+    Column("receiver", _string(255), nullable=False),
     Column("group_key", Text, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", _string(16), nullable=False),
     Column("alerts", Integer, nullable=False),
     Column("new_alerts", Integer, nullable=False),
     Column("truncated_alerts", Integer, nullable=False),
@@ -83,11 +106,11 @@ notifications = Table(
 audit = Table(
     "audit", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=False),
-    Column("ts", String(40), nullable=False),
-    Column("kind", String(64), nullable=False),
+    Column("ts", _string(40), nullable=False),
+    Column("kind", _string(64), nullable=False),
     Column("data", Text, nullable=False),  # canonical JSON
-    Column("prev", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    Column("prev", _string(64), nullable=False),
+    Column("hash", _string(64), nullable=False),
 )
 
 
@@ -95,16 +118,16 @@ audit = Table(
 incidents = Table(
     "incidents", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("state", String(16), nullable=False),  # open, healing, resolved
+    Column("state", _string(16), nullable=False),  # open, healing, resolved
     Column("opened_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("resolved_at", Float),
-    Column("root_service", String(255)),
-    Column("root_component", String(255)),
-    Column("root_kind", String(16)),
+    Column("root_service", _string(255)),
+    Column("root_component", _string(255)),
+    Column("root_kind", _string(16)),
     Column("reasoning", Text, nullable=False, server_default="[]"),
-    Column("risk", String(16), nullable=False),
-    Column("signature", String(512), nullable=False),
+    Column("risk", _string(16), nullable=False),
+    Column("signature", _string(512), nullable=False),
     Column("alerts", Text, nullable=False),  # JSON: fingerprint -> latest alert event
 )
 Index("incidents_state", incidents.c.state)
@@ -114,16 +137,16 @@ actions = Table(
     "actions", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("incident_id", Integer, nullable=False),
-    Column("service", String(255), nullable=False),
-    Column("playbook", String(255), nullable=False),
+    Column("service", _string(255), nullable=False),
+    Column("playbook", _string(255), nullable=False),
     Column("alert", Text, nullable=False),  # JSON of the alert that triggered it
-    Column("state", String(16), nullable=False, server_default="pending"),
-    Column("lease_owner", String(128)),
+    Column("state", _string(16), nullable=False, server_default="pending"),
+    Column("lease_owner", _string(128)),
     Column("lease_expires", Float),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
-    Column("outcome", String(16)),  # success, failure, dry_run, blocked, skipped
+    Column("outcome", _string(16)),  # success, failure, dry_run, blocked, skipped
     Column("detail", Text),
 )
 Index("actions_state_id", actions.c.state, actions.c.id)
@@ -131,7 +154,7 @@ Index("actions_state_id", actions.c.state, actions.c.id)
 # Breaker and budget states, as JSON per key, shared by every worker of the store.
 healing_state = Table(
     "healing_state", metadata,
-    Column("key", String(512), primary_key=True),
+    Column("key", _string(512), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -139,9 +162,9 @@ healing_state = Table(
 # Operational memory: outcomes per (alert signature, service, action).
 memory = Table(
     "memory", metadata,
-    Column("signature", String(512), primary_key=True),
-    Column("service", String(255), primary_key=True),
-    Column("action", String(255), primary_key=True),
+    Column("signature", _string(512), primary_key=True),
+    Column("service", _string(255), primary_key=True),
+    Column("action", _string(255), primary_key=True),
     Column("successes", Integer, nullable=False, server_default="0"),
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("updated_at", Float, nullable=False),
@@ -149,7 +172,7 @@ memory = Table(
 
 settings = Table(
     "settings", metadata,
-    Column("key", String(128), primary_key=True),
+    Column("key", _string(128), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -162,7 +185,7 @@ def _sqlite_pragmas(timeout: float) -> Any:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={_ms(timeout)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -179,19 +202,37 @@ def _begin_immediate(connection: Any) -> None:
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
 
+# PostgreSQL's stand-in for BEGIN IMMEDIATE: one advisory lock key (a bigint) for every process
+# of every version; it is the key audit appends have always locked.
+WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"monitoriza.audit.append").digest()[:8],
+                                "big", signed=True)
+
+
+def serialize(conn: Connection) -> None:
+    """Make ``conn``'s transaction wait for, then exclude, every other serialized writer until
+    it ends; a no-op on SQLite, where ``BEGIN IMMEDIATE`` already did it. Taking it again in
+    the same transaction is harmless."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
+
 
 @contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
+def writing(engine: Engine, *, serialized: bool = True) -> Iterator[Connection]:
     """A write transaction; on SQLite, threads of this process take turns on a Python lock.
 
     SQLite's own busy handler makes a waiting writer sleep in growing steps (up to 100 ms)
     and retry, so with many threads contending a commit can wait hundreds of milliseconds
     after the lock was freed; a Python lock hands it over at once. Writers in other processes
     still meet SQLite's lock and its timeout.
+
+    On PostgreSQL the transaction starts with :func:`serialize`, unless ``serialized`` is
+    False: only for writes that stay correct when they interleave with any other.
     """
     lock = _WRITE_LOCKS.get(engine)
     if lock is None:
         with engine.begin() as conn:
+            if serialized:
+                serialize(conn)
             yield conn
         return
     with lock, engine.begin() as conn:
@@ -203,6 +244,10 @@ def reading(engine: Engine) -> Iterator[Connection]:
     """A connection for reads only: on SQLite it never waits for the write lock."""
     with engine.connect() as conn:
         yield conn.execution_options(readonly=True)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def create_store(url: str, timeout: float = 5.0) -> Engine:
@@ -220,7 +265,16 @@ def create_store(url: str, timeout: float = 5.0) -> Engine:
         # psycopg 3 is the driver Monitoriza installs; SQLAlchemy's default is psycopg2.
         if url.startswith(("postgresql://", "postgres://")):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        # lock_timeout is SQLite's busy_timeout: a write waiting longer for a lock fails
+        # (the webhook answers 503) instead of hanging (the server's default is no limit).
+        # Options the URL sets itself (?options=...) are kept, after ours.
+        given = make_url(url).query.get("options", "")
+        options = " ".join([f"-c lock_timeout={_ms(timeout)}",
+                            *([given] if isinstance(given, str) else given)]).strip()
         engine = create_engine(url, pool_pre_ping=True,
-                               connect_args={"connect_timeout": max(1, round(timeout))})
-    metadata.create_all(engine)
+                               connect_args={"connect_timeout": max(1, round(timeout)),
+                                             "options": options})
+    with engine.begin() as conn:
+        serialize(conn)  # replicas starting together: one creates the tables, the rest see them
+        metadata.create_all(conn)
     return engine

@@ -6,13 +6,17 @@ step by step; everything they touch is real.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+import pytest
 import redis
 from flask import Flask
 from sqlalchemy import select
@@ -43,14 +47,40 @@ def notification(service: str, alertname: str, *, status: str = "firing",
                        "groupKey": f"{{}}:{{service=\"{service}\"}}", "truncatedAlerts": 0})
 
 
-def responder(tmp_path: Path, services: dict[str, Any], **healing: Any) -> Flask:
+def responder(tmp_path: Path, store_url: str, services: dict[str, Any],
+              **healing: Any) -> Flask:
+    """An in-process responder on ``store_url`` (the ``store_url`` fixture: each test runs on
+    SQLite and on PostgreSQL), keeping its files under ``tmp_path``."""
     config = config_from_data({"services": services, "responder": {
-        "store_url": f"sqlite:///{tmp_path / 'responder.db'}",
+        "store_url": store_url,
         "token_file": str(tmp_path / "token"),
         "audit": {"signing_key_file": str(tmp_path / "signing.pem"),
                   "checkpoint_file": str(tmp_path / "checkpoints.jsonl")},
         "healing": {"kill_switch_file": str(tmp_path / "kill-switch"), **healing}}})
-    return create_app(config, token=TOKEN, start_worker=False)
+    app = create_app(config, token=TOKEN, start_worker=False)
+    _APPS.append(app)
+    return app
+
+
+_APPS: list[Flask] = []
+
+
+@pytest.fixture
+def removed_after(docker_engine: DockerEngine) -> Iterator[list[str]]:
+    """Names of containers to remove after the test (each backend's run reuses the names)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_engine.client.containers.get(name).remove(force=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Close the pools of the responders a test built, before its database is dropped."""
+    yield
+    while _APPS:
+        responder_of(_APPS.pop()).journal.engine.dispose()
 
 
 def process(app: Flask) -> None:
@@ -74,11 +104,13 @@ def kinds(app: Flask) -> list[str]:
 class TestRealHealing:
     """A stopped container and a killed Redis come back through their playbooks."""
 
-    def test_docker_restart(self, tmp_path: Path, docker_engine: DockerEngine) -> None:
+    def test_docker_restart(self, tmp_path: Path, store_url: str, docker_engine: DockerEngine,
+                            removed_after: list[str]) -> None:
         """Container stopped -> docker_restart -> verify passes -> memory and audit updated."""
+        removed_after.append("mz-heal-web")
         container = docker_engine.run_container("mz-heal-web")
         container.stop(timeout=1)
-        app = responder(tmp_path, {"web": {"probes": [
+        app = responder(tmp_path, store_url, {"web": {"probes": [
             {"kind": "docker", "container": "mz-heal-web", "docker_url": docker_engine.url}],
             "healing": [{"name": "restart-web", "match": {"alertname": ["ServiceDown"]},
                          "steps": [{"action": "docker_restart", "container": "mz-heal-web",
@@ -102,14 +134,15 @@ class TestRealHealing:
         assert incident["root_cause"]["service"] == "web"
         assert incident["actions"][0]["outcome"] == "success"
 
-    def test_command_restarts_redis(self, tmp_path: Path, redis_server: Any) -> None:
+    def test_command_restarts_redis(self, tmp_path: Path, store_url: str,
+                                    redis_server: Any) -> None:
         """redis-server killed -> a command playbook starts it again -> the probe passes."""
         binary = require_binary("redis-server")
         pidfile = tmp_path / "healed-redis.pid"
         argv = [binary, "--port", str(redis_server.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--daemonize", "yes",
                 "--pidfile", str(pidfile), "--dir", str(tmp_path)]
-        app = responder(tmp_path, {"redis": {
+        app = responder(tmp_path, store_url, {"redis": {
             "probes": [{"kind": "redis", "url": redis_server.url, "timeout": "1s"}],
             "healing": [{"name": "start-redis", "steps": [
                 {"action": "command", "argv": argv, "timeout": "10s"}],
@@ -135,12 +168,19 @@ class TestNoRestartLoop:
     """A container that dies a second after every start is not restarted forever."""
 
     def test_budget_then_breaker_then_page(self, tmp_path: Path, docker_engine: DockerEngine,
-                                           capture_server: CaptureServer) -> None:
-        """At most 3 restarts; the breaker opens; the refusal pages on-call (a P2)."""
+                                           capture_server: CaptureServer,
+                                           removed_after: list[str]) -> None:
+        """At most 3 restarts; the breaker opens; the refusal pages on-call (a P2).
+
+        SQLite only: its 20 s are real restarts and verify periods, and the budget and breaker
+        states on PostgreSQL are covered by tests/test_cluster.py, with several replicas.
+        """
+        removed_after.append("mz-crashloop")
+        store_url = f"sqlite:///{tmp_path / 'responder.db'}"
         docker_engine.client.containers.run(
             docker_engine.image, ["sh", "-c", "sleep 1; exit 1"], name="mz-crashloop",
             detach=True, network_mode="none")
-        app = responder(tmp_path, {"flaky": {
+        app = responder(tmp_path, store_url, {"flaky": {
             "probes": [{"kind": "docker", "container": "mz-crashloop",
                         "docker_url": docker_engine.url}],
             "healing": [{"name": "restart-flaky", "steps": [
@@ -176,10 +216,11 @@ class TestNoRestartLoop:
 class TestConectaCase:
     """backend reports redis unknown while Redis is healthy: Redis is not restarted."""
 
-    def test_component_root_cause(self, tmp_path: Path, http_target: Any) -> None:
+    def test_component_root_cause(self, tmp_path: Path, store_url: str,
+                                  http_target: Any) -> None:
         """The backend's playbook runs; the Redis playbook never does."""
         url = http_target.respond("/admin/reconnect", status=200)
-        app = responder(tmp_path, {
+        app = responder(tmp_path, store_url, {
             "redis": {"healing": [{"name": "restart-redis", "steps": [
                 {"action": "http", "url": http_target.url("/admin/restart-redis")}]}]},
             "backend": {"depends_on": ["redis"], "healing": [{
@@ -201,10 +242,10 @@ class TestConectaCase:
 class TestKillSwitch:
     """The kill switch stops healing at once, through a file or the API."""
 
-    def test_file_and_api(self, tmp_path: Path, http_target: Any) -> None:
+    def test_file_and_api(self, tmp_path: Path, store_url: str, http_target: Any) -> None:
         """With the switch on, the action is blocked and audited; nothing is called."""
         url = http_target.respond("/admin/fix", status=200)
-        app = responder(tmp_path, {"web": {"healing": [{"name": "fix", "steps": [
+        app = responder(tmp_path, store_url, {"web": {"healing": [{"name": "fix", "steps": [
             {"action": "http", "url": url}]}]}}, allowed_urls=[http_target.url("/admin/")])
         client = app.test_client()
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -225,10 +266,11 @@ class TestKillSwitch:
 class TestChat:
     """Incidents and healing are posted to chat; a chat outage never stops healing."""
 
-    def heal_once(self, tmp_path: Path, http_target: Any, chat_url: str) -> Flask:
+    def heal_once(self, tmp_path: Path, store_url: str, http_target: Any,
+                  chat_url: str) -> Flask:
         (tmp_path / "chat-url").write_text(chat_url)
         url = http_target.respond("/admin/fix", status=200)
-        app = responder(tmp_path, {"web": {"healing": [{"name": "fix", "steps": [
+        app = responder(tmp_path, store_url, {"web": {"healing": [{"name": "fix", "steps": [
             {"action": "http", "url": url}]}]}}, allowed_urls=[http_target.url("/admin/")],
             chat={"webhook_url_file": str(tmp_path / "chat-url"), "retries": 1,
                   "timeout": "1s"})
@@ -236,18 +278,19 @@ class TestChat:
         process(app)
         return app
 
-    def test_posts_arrive(self, tmp_path: Path, http_target: Any,
+    def test_posts_arrive(self, tmp_path: Path, store_url: str, http_target: Any,
                           capture_server: CaptureServer) -> None:
         """The real receiver gets "incident opened" and "healed", in Slack's format."""
-        app = self.heal_once(tmp_path, http_target, f"{capture_server.url}/chat")
+        app = self.heal_once(tmp_path, store_url, http_target, f"{capture_server.url}/chat")
         assert outcomes(app) == ["success"]
         capture_server.wait_for(lambda p: "Healed" in p.raw.decode(), 10.0, "a healed post")
         titles = [p.body["attachments"][0]["title"] for p in capture_server.posts("/chat")]
         assert any(title.startswith("Incident opened #1: web") for title in titles)
 
-    def test_chat_down(self, tmp_path: Path, http_target: Any) -> None:
+    def test_chat_down(self, tmp_path: Path, store_url: str, http_target: Any) -> None:
         """With nothing listening at the chat URL, healing completes and failures are counted."""
-        app = self.heal_once(tmp_path, http_target, f"http://127.0.0.1:{free_port()}/chat")
+        app = self.heal_once(tmp_path, store_url, http_target,
+                             f"http://127.0.0.1:{free_port()}/chat")
         assert outcomes(app) == ["success"]
         assert http_target.hits("/admin/fix") == 1
 

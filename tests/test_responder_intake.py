@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tests.support.responder import (
     counts,
     fixture_body,
     fixture_json,
+    journal_locked,
     post,
 )
 
@@ -172,15 +174,12 @@ class TestDurability:
         once the lock is gone the same notification is accepted."""
         app = make_responder_app(store_timeout="200ms")
         state = responder_of(app)
-        locker = state.journal.engine.connect()
-        transaction = locker.begin()  # BEGIN IMMEDIATE: holds the write lock
-        try:
+        with journal_locked(state.journal.engine):
+            started = time.monotonic()
             response = post(app.test_client(), fixture_body("firing_single.json"))
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "5"
-        finally:
-            transaction.rollback()
-            locker.close()
+            assert time.monotonic() - started < 3.0  # store_timeout, not forever
         assert counts(state) == (0, 0)
         assert post(app.test_client(), fixture_body("firing_single.json")).json["accepted"] == 1
 
@@ -283,3 +282,40 @@ class TestOperations:
         bad = client.get("/api/v1/audit?limit=0",
                          headers={"Authorization": "Bearer test-token-0123456789"})
         assert bad.status_code == 400
+
+
+class TestLongValues:
+    """Values longer than the store's nominal column sizes are kept, on either backend."""
+
+    def test_long_receiver_and_service(self, make_responder_app: AppFactory) -> None:
+        """A 300-character receiver and service label (SQLite never enforced the columns'
+        255): accepted with 200, processed, and the incident names the service in full."""
+        app = make_responder_app()
+        state = responder_of(app)
+        body = fixture_json("firing_single.json")
+        body["receiver"] = "r" * 300
+        body["alerts"][0]["labels"]["service"] = "s" * 300
+        response = post(app.test_client(), json.dumps(body))
+        assert response.status_code == 200, response.json
+        assert response.json["accepted"] == 1
+        assert state.worker.run_once() == 1
+        with state.journal.engine.connect() as conn:
+            assert conn.execute(select(journal.c.receiver, journal.c.outcome)).one() == (
+                "r" * 300, "recorded")
+        incident = app.test_client().get("/api/v1/incidents/1", headers={
+            "Authorization": "Bearer test-token-0123456789"}).get_json()
+        assert incident["root_cause"]["service"] == "s" * 300
+        assert audit_kinds(app)[:2] == ["alert.received", "incident.opened"]
+
+    def test_longest_receiver_and_group_key(self, make_responder_app: AppFactory) -> None:
+        """receiver and groupKey at their 4096-character limit (with little to compress):
+        accepted once, then counted as a duplicate, like any other notification."""
+        app = make_responder_app()
+        body = fixture_json("firing_single.json")
+        body["receiver"] = "".join(f"{n:04x}" for n in range(1024))
+        body["groupKey"] = "".join(f"{n * 7919 % 65536:04x}" for n in range(1024))
+        client = app.test_client()
+        first = post(client, json.dumps(body))
+        assert first.status_code == 200, first.json
+        assert (first.json["accepted"], post(client, json.dumps(body)).json["duplicates"]) == (
+            1, 1)

@@ -19,7 +19,6 @@ truncation) and from time to time, so that ``checkpoint_interval`` is honoured w
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import replace
@@ -53,12 +52,9 @@ from monitoriza.audit.checkpoints import (
     write_public_key,
 )
 from monitoriza.config.schema import Audit as AuditConfig
-from monitoriza.store import audit
+from monitoriza.store import audit, serialize
 
 BATCH = 10_000
-# One key for every process that appends: pg_advisory_xact_lock takes a bigint.
-_PG_APPEND_LOCK = int.from_bytes(hashlib.sha256(b"monitoriza.audit.append").digest()[:8],
-                                 "big", signed=True)
 _COLUMNS = (audit.c.seq, audit.c.ts, audit.c.kind, audit.c.data, audit.c.prev, audit.c.hash)
 
 
@@ -142,8 +138,7 @@ class AuditLog:
         return AuditEntry.from_row(row)
 
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(_PG_APPEND_LOCK)))
+        serialize(conn)  # already held if the transaction began in writing()
         found = conn.execute(select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc())
                              .limit(1).with_for_update()).first()
         return (0, GENESIS) if found is None else (found.seq, found.hash)

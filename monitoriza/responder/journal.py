@@ -74,12 +74,14 @@ class Journal:
                  "received_at": now}
                 for alert, document in zip(notification.alerts,
                                            alert_documents(notification), strict=True)]
-        with writing(self.engine) as conn:
+        # Concurrent intakes need no turn-taking: the unique key settles duplicates.
+        with writing(self.engine, serialized=False) as conn:
             new = 0
             if rows:
-                statement = self._insert(journal).on_conflict_do_nothing(
-                    index_elements=["receiver", "group_key", "fingerprint", "status",
-                                    "starts_at"]).returning(journal.c.id)
+                # No conflict target: the alert key is the table's only unique key besides
+                # the generated id, and on PostgreSQL it is an index over expressions.
+                statement = self._insert(journal).on_conflict_do_nothing().returning(
+                    journal.c.id)
                 # One statement per row: executemany with RETURNING is not portable.
                 new = sum(len(conn.execute(statement, row).all()) for row in rows)
             conn.execute(insert(notifications).values(
@@ -104,7 +106,8 @@ class Journal:
                      .returning(journal.c.id, journal.c.receiver, journal.c.group_key,
                                 journal.c.fingerprint, journal.c.status, journal.c.starts_at,
                                 journal.c.alert, journal.c.attempts))
-        with writing(self.engine) as conn:
+        # SKIP LOCKED keeps concurrent claimers apart without the write lock.
+        with writing(self.engine, serialized=False) as conn:
             claimed = [JournalRow(*row) for row in conn.execute(statement)]
         return sorted(claimed, key=lambda row: row.id)
 

@@ -23,10 +23,13 @@ def healthz() -> tuple[Response, int]:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when the store takes a write transaction (SQLite: the write lock)."""
+    """Ready when the store takes a write transaction (SQLite: the write lock).
+
+    Not the cluster-wide lock of PostgreSQL (``serialized=False``): intake does not take it
+    either, and a health check must not queue behind a busy worker on another replica."""
     state = responder_of(current_app)
     try:
-        with writing(state.journal.engine) as conn:
+        with writing(state.journal.engine, serialized=False) as conn:
             conn.exec_driver_sql("SELECT 1")
     except SQLAlchemyError as exc:
         return error(503, "service unavailable",

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +164,43 @@ class PostgresServer(ServerProcess):
                 )
             )
         return f"postgresql://{name}@127.0.0.1:{self.port}/postgres"
+
+    def database_url(self, name: str) -> str:
+        """The superuser's URL of database ``name`` on this server."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def create_database(self, prefix: str = "test", template: str | None = None) -> str:
+        """Create a database with a fresh name (a copy of ``template`` if given); its name."""
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
+        with self.connect() as conn:
+            conn.execute(statement)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name``, first ending every session still connected to it.
+
+        A test that killed the server must have started it again; if it did not, the
+        server is started here so that the database does not outlive the test.
+        """
+        self.start()
+        with self.connect() as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                         .format(sql.Identifier(name)))
+
+    @contextlib.contextmanager
+    def fresh_database(self, prefix: str = "test",
+                       template: str | None = None) -> Iterator[str]:
+        """A new database for the ``with`` block, dropped after it; yields its URL."""
+        name = self.create_database(prefix, template)
+        try:
+            yield self.database_url(name)
+        finally:
+            self.drop_database(name)
 
     def log(self) -> str:
         """What the server wrote, to explain a failed start."""
