@@ -7,20 +7,31 @@ touch the world (a restart, a command, an HTTP call), then verifies, rolls back 
 and records the outcome in a second transaction. A healer that dies mid-action leaves the
 action "running": whoever finds it after the lease expires records it as interrupted and does
 not run it again, because running a restart twice is worse than reporting it once.
+
+Replicas on one PostgreSQL store share the queue. The lease is ``responder.lease``, and the
+healer renews it while an action runs, so a long action is never taken for a dead one, while a
+replica that really died is found out one lease later. Before it acts, a healer checks, with
+the action's row locked, that its claim is still its own: a claim that expired while it was
+busy with another action belongs to whoever took it over. Policy decisions are serialised
+cluster-wide (an advisory transaction lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
+budget, breaker, concurrency and blast-radius checks see each other's results: exactly one
+replica gets a half-open trial, and no two spend the same budget slot.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, func, or_, select, text, update
 
 from monitoriza.config.schema import Config, Playbook
 from monitoriza.healing import repository
@@ -39,6 +50,11 @@ from monitoriza.store import actions, incidents, writing
 log = logging.getLogger(__name__)
 
 KILL_SWITCH_SETTING = "kill_switch"
+# pg_advisory_xact_lock key under which every replica takes its policy decisions in turn.
+_PG_POLICY_LOCK = int.from_bytes(hashlib.sha256(b"monitoriza.healing.policy").digest()[:8],
+                                 "big", signed=True)
+# The check name of a decision not to touch an action whose claim another healer took over.
+LEASE_LOST = "lease"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +90,7 @@ class Healer:
     """Claims queued actions and carries each through policy, action, verify and record."""
 
     def __init__(self, engine: Engine, config: Config, audit: AuditAppender, *,
-                 runner: ActionRunner | None = None, lease: float = 120.0,
+                 runner: ActionRunner | None = None, lease: float | None = None,
                  listeners: list[Listener] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
@@ -84,7 +100,7 @@ class Healer:
         self.runner = runner or ActionRunner(self.settings.allowed_commands,
                                              [str(url) for url in self.settings.allowed_urls],
                                              config.exporter.docker_url)
-        self.lease = lease
+        self.lease = config.responder.lease if lease is None else lease
         self.listeners = listeners or []
         self.clock = clock
         self.owner = worker_id()
@@ -112,11 +128,19 @@ class Healer:
         now = self.clock()
         with writing(self.engine) as conn:
             # Interrupted actions: running, lease expired. Never run again; record it.
+            # Locked and skipped when locked: two replicas never both record the same one.
             for row in conn.execute(select(actions).where(
-                    actions.c.state == "running", actions.c.lease_expires < now)):
+                    actions.c.state == "running", actions.c.lease_expires < now)
+                    .order_by(actions.c.id).with_for_update(skip_locked=True)).all():
                 conn.execute(update(actions).where(actions.c.id == row.id).values(
                     state="done", outcome="failure", finished_at=now,
                     detail="interrupted: the healer stopped while running it; not repeated"))
+                # Counted as the failure it is recorded as: above all, a half-open trial that
+                # died with its healer must not leave the breaker waiting for it forever.
+                key = breaker_key(row.service, row.playbook)
+                breaker = repository.load_breaker(conn, key, self.settings.breaker)
+                repository.save_state(conn, key, breaker_record(
+                    breaker, False, now, self.settings.breaker).to_dict())
                 self.audit.append(conn, "action.interrupted", {
                     "action": row.id, "incident": row.incident_id, "service": row.service,
                     "playbook": row.playbook,
@@ -145,22 +169,27 @@ class Healer:
             return self._finish_refused(job, Decision(
                 "skipped", f"playbook {job.playbook} is no longer configured", "config"))
         decision, trial = self._authorize(job, book)
+        if decision.check == LEASE_LOST:
+            # Another healer owns it now and carries it through; nothing to do or record here.
+            log.warning("action %d: %s", job.id, decision.reason)
+            return HealOutcome(job, "skipped", decision.reason)
         if decision.verdict != "act":
             return self._finish_refused(job, decision, book=book, trial=trial)
         context = ActionContext(job.service, str(job.alert.get("alertname", "")),
                                 dict(job.alert.get("labels", {})))
-        results = self._run_steps(book.steps, context)
-        ok = all(result.ok for result in results)
-        verify_detail = ""
-        if ok and book.verify is not None:
-            if book.verify.settle:
-                self._stop.wait(book.verify.settle)
-            probe = self._probe_spec(job.service, book.verify.probe)
-            checked = verify(book.verify, probe, self.config.exporter.prometheus_url)
-            ok, verify_detail = checked.ok, checked.detail
-        rollback: list[ActionResult] = []
-        if not ok and book.rollback:
-            rollback = self._run_steps(book.rollback, context)
+        with self._renewing(job):
+            results = self._run_steps(book.steps, context)
+            ok = all(result.ok for result in results)
+            verify_detail = ""
+            if ok and book.verify is not None:
+                if book.verify.settle:
+                    self._stop.wait(book.verify.settle)
+                probe = self._probe_spec(job.service, book.verify.probe)
+                checked = verify(book.verify, probe, self.config.exporter.prometheus_url)
+                ok, verify_detail = checked.ok, checked.detail
+            rollback: list[ActionResult] = []
+            if not ok and book.rollback:
+                rollback = self._run_steps(book.rollback, context)
         return self._finish_ran(job, book, ok, results=results, verify_detail=verify_detail,
                                 rollback=rollback)
 
@@ -179,12 +208,55 @@ class Healer:
         spec = self.config.services[service]
         return next((p for p in spec.probes if p.name == probe), None)
 
+    @contextlib.contextmanager
+    def _renewing(self, job: ActionJob) -> Iterator[None]:
+        """Keep the running action's lease alive while this healer works on it.
+
+        Renewed every third of the lease, so that only a healer that stopped (a crash, a
+        kill -9, a lost host) lets it expire, and the action is then recorded as interrupted.
+        """
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease / 3):
+                try:
+                    with writing(self.engine) as conn:
+                        conn.execute(update(actions).where(
+                            actions.c.id == job.id, actions.c.state == "running",
+                            actions.c.lease_owner == self.owner).values(
+                            lease_expires=self.clock() + self.lease))
+                except Exception:  # the store is down: the next renewal may work
+                    log.exception("action %d: renewing the lease failed", job.id)
+
+        thread = threading.Thread(target=renew, name=f"healer-lease-{job.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=30)
+
     # -- the two transactions ----------------------------------------------------------------
+
+    def _serialise_policy(self, conn: Connection) -> None:
+        """Take the cluster-wide policy lock (SQLite's BEGIN IMMEDIATE already is one)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_POLICY_LOCK})
+
+    def _still_ours(self, conn: Connection, job: ActionJob, state: str) -> bool:
+        """Lock the action's row; is it still in ``state`` under this healer's lease?"""
+        row = conn.execute(select(actions.c.state, actions.c.lease_owner).where(
+            actions.c.id == job.id).with_for_update()).one_or_none()
+        return row is not None and row.state == state and row.lease_owner == self.owner
 
     def _authorize(self, job: ActionJob, book: Playbook) -> tuple[Decision, bool]:
         """Policy, and if it says act: spend the budget slot and mark the action running."""
-        now = self.clock()
         with writing(self.engine) as conn:
+            self._serialise_policy(conn)
+            now = self.clock()  # after the lock: decisions are ordered as their times are
+            if not self._still_ours(conn, job, "claimed"):
+                return Decision("skipped", "the claim expired and another healer took the "
+                                "action over", LEASE_LOST), False
             state = repository.incident_state(conn, job.incident_id)
             budget_state = repository.load_budget(conn, budget_key(job.service))
             verdict = budget_check(budget_state, now, self.settings.budget)
@@ -263,6 +335,9 @@ class Healer:
         reason = ("healed" + (f"; {verify_detail}" if verify_detail else "") if ok
                   else failed.detail if failed is not None else f"verify failed: {verify_detail}")
         with writing(self.engine) as conn:
+            # Recorded as interrupted meanwhile (this healer stalled past its lease): the
+            # action did run once, so its real outcome is still recorded, marked late.
+            late = not self._still_ours(conn, job, "running")
             key = breaker_key(job.service, job.playbook)
             state = repository.load_breaker(conn, key, self.settings.breaker)
             repository.save_state(conn, key, breaker_record(
@@ -274,7 +349,7 @@ class Healer:
                 state="done", outcome=outcome, finished_at=now, detail=reason))
             self.audit.append(conn, f"action.{outcome}", {
                 "action": job.id, "incident": job.incident_id, "service": job.service,
-                "playbook": job.playbook, "reason": reason,
+                "playbook": job.playbook, "reason": reason, **({"late": True} if late else {}),
                 "steps": [{"target": r.target, "ok": r.ok, "detail": r.detail,
                            "duration": round(r.duration, 3)} for r in results],
                 "verify": verify_detail or None,

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,15 @@ from tests.support.responder import TOKEN
 class ResponderProcess:
     """A responder (gunicorn master and its worker) on a free port; stopped by PID."""
 
-    def __init__(self, directory: Path, **responder: Any) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None,
+                 services: dict[str, Any] | None = None, **responder: Any) -> None:
+        """``responder`` overrides settings, e.g. ``store_url="postgresql://..."``."""
         self.directory = directory
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         (directory / "token").write_text(TOKEN + "\n")
         self.config_path = directory / "monitoriza.yml"
-        self.config_path.write_text(yaml.safe_dump({"services": {}, "responder": {
+        self.config_path.write_text(yaml.safe_dump({"services": services or {}, "responder": {
             "listen": f"127.0.0.1:{self.port}",
             "store_url": f"sqlite:///{directory / 'responder.db'}",
             "token_file": str(directory / "token"),
@@ -96,8 +99,9 @@ ResponderFactory = Callable[..., ResponderProcess]
 def responder_process(tmp_path: Path) -> Iterator[ResponderFactory]:
     started: list[ResponderProcess] = []
 
-    def start(**responder: Any) -> ResponderProcess:
-        directory = tmp_path / "responder"
+    def start(name: str = "responder", **responder: Any) -> ResponderProcess:
+        """Start one in ``tmp_path / name``; replicas of one store get different names."""
+        directory = tmp_path / name
         directory.mkdir(exist_ok=True)
         process = ResponderProcess(directory, **responder)
         started.append(process)
@@ -105,5 +109,6 @@ def responder_process(tmp_path: Path) -> Iterator[ResponderFactory]:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    # Side by side: each waits for its gunicorn to shut down gracefully.
+    with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
+        list(pool.map(ResponderProcess.stop, started))
