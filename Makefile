@@ -26,6 +26,7 @@ test: bootstrap lint typecheck unit
 bench: bootstrap
 	$(PY) benchmarks/scrape.py
 	$(PY) benchmarks/intake.py
+	$(PY) benchmarks/intake_scale.py
 	$(PY) benchmarks/audit.py
 	$(PY) benchmarks/forecast_speed.py
 	$(PY) benchmarks/forecast_eval.py
