@@ -1,7 +1,7 @@
 """Finding the real server binaries the tests run, and free loopback ports for them.
 
-A missing binary skips the test on a developer's machine but fails it in CI: `.ci/run` sets
-``MONITORIZA_REQUIRE_BINARIES=1``, because a test that silently did not run proves nothing.
+A missing binary fails the test, with the command that installs it, everywhere: a test that
+silently did not run proves nothing, and ``make test`` installs every binary the tests use.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _EXTRA_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
 def require_binary(name: str) -> str:
-    """Return the path of ``name``; fail (CI) or skip (elsewhere) when it is not installed."""
+    """Return the path of ``name``; fail the test when it is not installed."""
     found = shutil.which(name)
     if found is None:
         for directory in _EXTRA_DIRS:
@@ -37,10 +37,9 @@ def require_binary(name: str) -> str:
 
 
 def unavailable(message: str) -> NoReturn:
-    """A test cannot run here: skip on a developer's machine, fail in CI."""
-    if os.environ.get("MONITORIZA_REQUIRE_BINARIES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    """A test cannot run here: it fails, never skips, so a missing part is never mistaken
+    for a passing one."""
+    pytest.fail(message)
 
 
 def stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, *,

@@ -6,8 +6,8 @@ under /tmp (short, because a unix socket path is limited to about 100 bytes). Th
 network access and no bridge, so containers run with ``network_mode="none"`` and the only
 image is one built here from the host's static busybox and imported without a registry.
 
-dockerd must run as root; without root (or without dockerd) the tests are skipped, or fail in
-CI where ``MONITORIZA_REQUIRE_BINARIES=1``, like every other real-binary fixture.
+dockerd must run as root; without root (or without dockerd) the tests fail with the reason,
+like every other real-binary fixture.
 """
 
 from __future__ import annotations
