@@ -72,3 +72,11 @@ class TestMaintenance:
         assert not in_maintenance([window], "backend", inside + 3600)
         everything = MaintenanceWindow(start="2026-11-24T22:00:00Z", end="2026-11-24T23:00:00Z")
         assert in_maintenance([everything], "redis", inside)
+
+
+def test_blast_radius_message_names_the_window() -> None:
+    """A scaled window (the demo's 3 s) is the one the refusal names."""
+    verdict = decide(replace(ALLOWED, recent_targets=frozenset({"a", "b"}),
+                             blast_radius_window=3.0))
+    assert verdict.check == "blast_radius"
+    assert "in the last 3s" in verdict.reason

@@ -353,6 +353,8 @@ class Healing(Strict):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     max_concurrent_actions: Annotated[int, Field(ge=1)] = 4
     max_targets_per_minute: Annotated[int, Field(ge=1)] = 2
+    # The window max_targets_per_minute counts over: a minute, unless timers are scaled.
+    blast_radius_window: Duration = 60.0
     correlation_window: Duration = 300.0
     recurring_threshold: Annotated[int, Field(ge=2)] = 3  # same signature N times in 7 days
     alertmanager_url: HttpUrl | None = None  # where refusals are escalated as P2 alerts

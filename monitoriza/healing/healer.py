@@ -265,8 +265,9 @@ class Healer:
             permit, breaker_after = breaker_acquire(breaker_state, now, self.settings.breaker)
             running = conn.execute(select(actions.c.service, func.count()).where(
                 actions.c.state == "running").group_by(actions.c.service)).all()
+            since = now - self.settings.blast_radius_window
             recent = {service for (service,) in conn.execute(
-                select(actions.c.service).where(actions.c.started_at >= now - 60))}
+                select(actions.c.service).where(actions.c.started_at >= since))}
             facts = Facts(
                 alert_firing=state is not None and state != "resolved",
                 is_symptom=False,
@@ -280,6 +281,7 @@ class Healer:
                 max_concurrent=self.settings.max_concurrent_actions,
                 recent_targets=frozenset(recent),
                 max_targets_per_minute=self.settings.max_targets_per_minute,
+                blast_radius_window=self.settings.blast_radius_window,
                 target=job.service)
             decision = decide(facts)
             if not facts.alert_firing:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from monitoriza.config.schema import MaintenanceWindow
+from monitoriza.durations import format_duration
 
 Verdict = Literal["act", "dry_run", "blocked", "skipped"]
 
@@ -37,6 +38,7 @@ class Facts:
     recent_targets: frozenset[str]
     max_targets_per_minute: int
     target: str
+    blast_radius_window: float = 60.0  # seconds recent_targets covers
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,8 @@ def decide(facts: Facts) -> Decision:  # noqa: PLR0911 - one return per check, i
     if (facts.target not in facts.recent_targets
             and len(facts.recent_targets) >= facts.max_targets_per_minute):
         return Decision("blocked", f"{len(facts.recent_targets)} targets were acted on in the "
-                        f"last minute (limit {facts.max_targets_per_minute}): blast radius",
+                        f"last {format_duration(facts.blast_radius_window)} (limit "
+                        f"{facts.max_targets_per_minute}): blast radius",
                         "blast_radius")
     return Decision("act", "every check passed", "act")
 

@@ -209,9 +209,7 @@ def _responder_section(ports: StackPorts, paths: DemoPaths, scale: float) -> dic
                        "backoff_max": _scaled(300, scale)},
             "breaker": {"open_for": _scaled(60, scale), "max_open_for": _scaled(1800, scale)},
             "correlation_window": _scaled(300, scale),
-            # The blast-radius window is a fixed minute, which the demo's 20x faster
-            # timeline would fill with the previous story's targets.
-            "max_targets_per_minute": 10,
+            "blast_radius_window": _scaled(60, scale),
             "alertmanager_url": f"http://{ports.host}:{ports.alertmanager}",
         },
     }
