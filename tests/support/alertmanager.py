@@ -306,6 +306,16 @@ def _assert_contained(node: object, capture_url: str, directory: Path) -> None:
             _assert_contained(item, capture_url, directory)
 
 
+def alertmanager_argv(binary: str, config_path: Path, directory: Path, port: int,
+                      cluster: list[str]) -> list[str]:
+    """The command line of one Alertmanager on 127.0.0.1 with its data in ``directory``;
+    ``cluster`` holds the --cluster.* flags (``["--cluster.listen-address="]``: no gossip)."""
+    storage = directory / "data"
+    storage.mkdir(exist_ok=True)
+    return [binary, f"--config.file={config_path}", f"--storage.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}", *cluster, "--log.level=debug"]
+
+
 class Alertmanager:
     """One ``prometheus-alertmanager`` on 127.0.0.1, clustering off, data in its directory."""
 
@@ -338,16 +348,9 @@ class Alertmanager:
 
     def start(self) -> None:
         """Start Alertmanager and return once ``/-/ready`` answers 200."""
-        storage = self.directory / "data"
-        storage.mkdir(exist_ok=True)
-        command = [
-            self.binary,
-            f"--config.file={self.config_path}",
-            f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",  # empty: no gossip, no HA mode, no extra port
-            "--log.level=debug",
-        ]
+        # An empty listen address: no gossip, no HA mode, no extra port.
+        command = alertmanager_argv(self.binary, self.config_path, self.directory, self.port,
+                                    ["--cluster.listen-address="])
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from psycopg import sql
 
+from tests.support.alertmanager import alertmanager_argv
 from tests.support.binaries import free_port, stop_process, wait_until
 from tests.support.postgres_server import PostgresServer
 from tests.support.responder import TOKEN
@@ -102,13 +103,7 @@ class ClusteredAlertmanager:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        storage = self.directory / "data"
-        storage.mkdir(exist_ok=True)
-        command = [
-            self.binary,
-            f"--config.file={self.config_path}",
-            f"--storage.path={storage}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+        command = alertmanager_argv(self.binary, self.config_path, self.directory, self.port, [
             f"--cluster.listen-address=127.0.0.1:{self.cluster_port}",
             f"--cluster.advertise-address=127.0.0.1:{self.cluster_port}",
             *(f"--cluster.peer=127.0.0.1:{peer}" for peer in self.peers),
@@ -116,8 +111,7 @@ class ClusteredAlertmanager:
             "--cluster.gossip-interval=50ms",
             "--cluster.pushpull-interval=1s",
             "--cluster.peer-timeout=2s",
-            "--log.level=debug",
-        ]
+        ])
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT)
