@@ -7,6 +7,7 @@ silently did not run proves nothing, and ``make test`` installs every binary the
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -75,12 +76,34 @@ class ServerProcess:
         return self.pid is not None
 
 
+# Ports handed out come from below the kernel's ephemeral range (Linux: 32768-60999), from
+# which every outgoing connection takes its local port: a port picked there (as bind(0) does)
+# can be taken by some client's connection before the server binds it. FIXTURE_PORTS is
+# for fixtures; the stacks of tests/support/stack.py take their ports below it.
+FIXTURE_PORTS = range(24000, 32768)
+_handed_out: set[int] = set()
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing holds ``port`` on 127.0.0.1, for TCP or UDP (Alertmanager's gossip uses both)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing holds now, never handed out before in this session,
+    and outside the range outgoing connections draw from."""
+    for _ in range(1000):
+        port = random.choice(FIXTURE_PORTS)
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {FIXTURE_PORTS}")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

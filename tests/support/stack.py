@@ -22,8 +22,8 @@ import psutil
 import pytest
 import requests
 
-from monitoriza.stack.ports import busy_ports, ports_for
-from tests.support.binaries import require_binary, stop_process, wait_until
+from monitoriza.stack.ports import CHAT_OFFSET, busy_ports, ports_for
+from tests.support.binaries import FIXTURE_PORTS, require_binary, stop_process, wait_until
 from tests.support.dockerd import DockerEngine
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -33,9 +33,10 @@ START_TIMEOUT = 120.0
 
 
 def free_base_port() -> int:
-    """A base port whose every stack port is free on 127.0.0.1."""
+    """A base port whose every stack port is free on 127.0.0.1, all of them below the
+    fixtures' ports and the kernel's ephemeral range (see binaries.FIXTURE_PORTS)."""
     for _ in range(50):
-        base = random.randint(20000, 40000)
+        base = random.randint(10000, FIXTURE_PORTS.start - 1 - CHAT_OFFSET)
         if not busy_ports("127.0.0.1", ports_for(base, demo_services=5).named()):
             return base
     raise AssertionError("no free range of ports for the stack")
