@@ -38,6 +38,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     make_url,
     select,
 )
@@ -70,6 +71,10 @@ journal = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("processed_at", Float),
     Column("outcome", _string(64)),
+    # Failed processing: the row is not claimed again before ``next_attempt_at``; after
+    # ``dead_letter_after`` attempts its state becomes ``dead`` with ``last_error`` kept.
+    Column("next_attempt_at", Float),
+    Column("last_error", Text),
     # On PostgreSQL a btree entry holds at most ~2.7 kB, and receiver and groupKey may each be
     # 4 kB long: there the key indexes their MD5s instead (journal_alert_key_md5, below).
     UniqueConstraint("receiver", "group_key", "fingerprint", "status", "starts_at",
@@ -115,6 +120,17 @@ audit = Table(
 )
 
 
+# What was checkpointed, as the store remembers it: the checkpoint file is kept outside the
+# store, and a file deleted or shortened behind the responder's back must not verify.
+audit_checkpoints = Table(
+    "audit_checkpoints", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("hash", _string(64), nullable=False),
+    Column("ts", _string(40), nullable=False),
+    Column("key_fingerprint", _string(128), nullable=False),
+)
+
+
 # Incidents: alerts correlated over the dependency graph, with their root cause.
 incidents = Table(
     "incidents", metadata,
@@ -129,9 +145,27 @@ incidents = Table(
     Column("reasoning", Text, nullable=False, server_default="[]"),
     Column("risk", _string(16), nullable=False),
     Column("signature", _string(512), nullable=False),
-    Column("alerts", Text, nullable=False),  # JSON: fingerprint -> latest alert event
+    # Stores of earlier releases kept every alert here as JSON; alerts are now rows of
+    # ``incident_alerts`` (writing the whole list per alert made an alert storm quadratic).
+    Column("alerts", Text, nullable=False, server_default="{}"),
 )
 Index("incidents_state", incidents.c.state)
+
+# Each alert of an incident: the latest event of one fingerprint, one row per alert.
+incident_alerts = Table(
+    "incident_alerts", metadata,
+    Column("incident_id", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", _string(64), primary_key=True),
+    Column("service", _string(255)),
+    Column("alertname", _string(255), nullable=False),
+    Column("severity", _string(16)),
+    Column("status", _string(16), nullable=False),
+    Column("starts_at", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("event", Text, nullable=False),  # the AlertEvent as JSON
+)
+Index("incident_alerts_status", incident_alerts.c.incident_id, incident_alerts.c.status,
+      incident_alerts.c.service)
 
 # Healing actions: decided in the journal transaction, executed by the healer at most once.
 actions = Table(
@@ -293,4 +327,24 @@ def create_store(url: str, timeout: float = 5.0) -> Engine:
     with engine.begin() as conn:
         serialize(conn)  # replicas starting together: one creates the tables, the rest see them
         metadata.create_all(conn)
+        add_missing_columns(conn)
     return engine
+
+
+def add_missing_columns(conn: Connection) -> list[str]:
+    """Add the nullable columns that a store of an earlier release lacks; returns them as
+    ``table.column``. ``create_all`` makes missing tables but never changes existing ones."""
+    existing = {table: {column["name"] for column in inspect(conn).get_columns(table)}
+                for table in inspect(conn).get_table_names()}
+    added = []
+    for table in metadata.sorted_tables:
+        for column in table.columns:
+            if table.name in existing and column.name not in existing[table.name]:
+                if not column.nullable:
+                    raise RuntimeError(f"store upgrade: {table.name}.{column.name} is "
+                                       "required and cannot be added in place")
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(
+                    f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                added.append(f"{table.name}.{column.name}")
+    return added

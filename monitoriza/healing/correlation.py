@@ -33,6 +33,9 @@ SERVICE_DOWN = "ServiceDown"
 # Alerts that a faulty component causes by itself (it lowers the dependencies dimension and
 # so the score): next to a component alert they do not mean the service itself is broken.
 COMPONENT_CONSEQUENCES: frozenset[str] = frozenset({"ServiceDegraded", "HealthScoreFallingFast"})
+# The name an alert without ``alertname`` goes by: no Prometheus rule can have it (rule names
+# must be valid metric names), so it never mixes with a real alert's history.
+UNNAMED_ALERT = "(unnamed)"
 _COMPONENT_STATUS: Mapping[str, str] = {"ComponentUnknown": "unknown",
                                         "ComponentUnhealthy": "unhealthy"}
 
@@ -95,9 +98,8 @@ class AlertEvent:
             if not isinstance(key, str) or not isinstance(value, str):
                 raise AlertFormatError(f"labels.{key}: expected a string, got {value!r}")
             labels[key] = value
-        alertname = labels.get("alertname")
-        if not alertname:
-            raise AlertFormatError("labels.alertname: missing")
+        # Alertmanager accepts alerts without one (posted by other tools than Prometheus).
+        alertname = labels.get("alertname") or UNNAMED_ALERT
         fingerprint = document.get("fingerprint")
         if not isinstance(fingerprint, str) or not fingerprint:
             raise AlertFormatError("fingerprint: expected a non-empty string")

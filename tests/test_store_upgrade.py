@@ -1,0 +1,63 @@
+"""A store written by the previous release opens with this one, upgraded in place.
+
+The fixture (tests/fixtures/store-edf6060, see its README) was written by release edf6060:
+its journal lacks the retry columns and its incident keeps its alerts as JSON.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from monitoriza.audit.log import AuditLog
+from monitoriza.config import Config, config_from_data
+from monitoriza.store import add_missing_columns, create_store
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store-edf6060"
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    """A private copy: opening the store upgrades it."""
+    copy = tmp_path / "store"
+    shutil.copytree(FIXTURE, copy)
+    return copy
+
+
+def config_for(root: Path) -> Config:
+    return config_from_data({"services": {"redis": {"tier": "critical"},
+                                          "backend": {"depends_on": ["redis"]}},
+                             "responder": {
+        "store_url": f"sqlite:///{root / 'responder.db'}",
+        "audit": {"signing_key_file": str(root / "signing.pem"),
+                  "checkpoint_file": str(root / "checkpoints.jsonl")}}})
+
+
+def columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+class TestUpgradeInPlace:
+    def test_new_columns_added_once(self, old_store: Path) -> None:
+        """Opening adds the journal's retry columns; opening again adds nothing."""
+        database = old_store / "responder.db"
+        assert "next_attempt_at" not in columns(database, "journal")
+        engine = create_store(f"sqlite:///{database}")
+        assert {"next_attempt_at", "last_error"} <= columns(database, "journal")
+        with engine.begin() as conn:
+            assert add_missing_columns(conn) == []
+        engine.dispose()
+
+    def test_chain_still_verifies(self, old_store: Path) -> None:
+        """The audit chain and its checkpoints written by the old release still verify."""
+        config = config_for(old_store)
+        engine = create_store(config.responder.store_url)
+        result = AuditLog.from_config(engine, config.responder.audit, read_only=True).verify()
+        engine.dispose()
+        assert result.ok, result.reason
+        assert result.head_seq == 8
+        assert result.checkpoints >= 1
