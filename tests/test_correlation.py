@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 
 from monitoriza.config.loader import load_config
 from monitoriza.healing.correlation import (
+    UNNAMED_ALERT,
     AlertEvent,
     AlertFormatError,
+    AlertSummary,
     Correlation,
     Incident,
+    MemoryMembers,
     Topology,
     correlate,
     is_symptom,
@@ -82,12 +85,15 @@ def resolve(at: float, alertname: str, service: str | None, severity: str = "P4"
 
 
 def run(events: Sequence[AlertEvent], topology: Topology = CONECTA,
-        window: float = WINDOW) -> list[Incident]:
-    """Feed the events as the worker does, numbering new incidents as the store would."""
+        window: float = WINDOW, members: MemoryMembers | None = None) -> list[Incident]:
+    """Feed the events as the worker does, numbering new incidents and keeping each alert
+    in ``members`` as the store would."""
+    book = MemoryMembers() if members is None else members
     incidents: list[Incident] = []
     for event in events:
         active = [incident for incident in incidents if incident.state != "resolved"]
-        result = correlate(active, event, topology, now=event.received_at, window=window)
+        result = correlate(active, event, topology, now=event.received_at, window=window,
+                           members=book)
         if result is None:
             continue
         incident = result.incident
@@ -97,6 +103,7 @@ def run(events: Sequence[AlertEvent], topology: Topology = CONECTA,
         else:
             assert incident.id is not None
             incidents[incident.id - 1] = incident
+        book.record(incident.id, event)
     return incidents
 
 
@@ -256,9 +263,9 @@ class TestCorrelationTable:
                         e.state, e.risk) for e in case.expected]
         for incident, expected in zip(incidents, case.expected, strict=True):
             if expected.alerts is not None:
-                assert len(incident.alerts) == expected.alerts
+                assert incident.summary.count() == expected.alerts
             if expected.firing is not None:
-                assert len(incident.firing()) == expected.firing
+                assert incident.firing_count() == expected.firing
             assert (incident.resolved_at is not None) == (incident.state == "resolved")
 
     def test_enough_cases(self) -> None:
@@ -313,7 +320,6 @@ class TestAlertEvent:
         ({"status": "pending"}, "status"),
         ({"labels": ["alertname"]}, "labels"),
         ({"labels": {"alertname": "X", "service": 3}}, "labels.service"),
-        ({"labels": {"service": "redis"}}, "labels.alertname"),
         ({"fingerprint": ""}, "fingerprint"),
         ({"startsAt": "yesterday"}, "startsAt"),
         ({"startsAt": None}, "startsAt"),
@@ -324,6 +330,15 @@ class TestAlertEvent:
                                        "fingerprint": "f", "startsAt": "2023-11-14T22:13:20Z"}
         with pytest.raises(AlertFormatError, match=message):
             AlertEvent.from_alert({**document, **change}, received_at=T0)
+
+
+    def test_unnamed_alert(self) -> None:
+        """An alert without ``alertname`` (Alertmanager accepts one) goes by a name no
+        Prometheus rule can have, instead of being refused."""
+        event = AlertEvent.from_alert({"status": "firing", "labels": {"service": "redis"},
+                                       "fingerprint": "f", "startsAt": "2023-11-14T22:13:20Z"},
+                                      received_at=T0)
+        assert event.alertname == UNNAMED_ALERT
 
 
 class TestTopology:
@@ -451,7 +466,7 @@ class TestRootCause:
 
 def _incident(*alerts: AlertEvent, topology: Topology = CONECTA) -> Incident:
     """An incident holding ``alerts``, evaluated as correlation would."""
-    incident = Incident(1, "open", T0, None, {alert.fingerprint: alert for alert in alerts})
+    incident = Incident(1, "open", T0, None, AlertSummary.of(alerts))
     incident.root_cause = root_cause(alerts, topology)
     incident.risk = risk(incident, topology)
     incident.signature = signature(incident)
@@ -480,7 +495,7 @@ class TestRisk:
     def test_unevaluated_incident(self) -> None:
         """An incident without a root cause yet has one worked out for its risk."""
         alert = fire(0, "ServiceDown", "redis", "P2")
-        incident = Incident(None, "open", T0, None, {alert.fingerprint: alert})
+        incident = Incident(None, "open", T0, None, AlertSummary.of([alert]))
         assert risk(incident, CONECTA) == "critical"
 
 
@@ -527,7 +542,7 @@ class TestSignature:
 
     def test_without_root_cause(self) -> None:
         """An incident not yet evaluated has no signature."""
-        assert signature(Incident(None, "open", T0, None, {})) == ""
+        assert signature(Incident(None, "open", T0, None, AlertSummary())) == ""
 
 
 class TestIsSymptom:
@@ -549,7 +564,7 @@ class TestIsSymptom:
     def test_without_root_cause(self) -> None:
         """Without a root cause nothing is acted on."""
         alert = fire(0, "ServiceDown", "redis")
-        assert is_symptom(alert, Incident(None, "open", T0, None, {alert.fingerprint: alert}))
+        assert is_symptom(alert, Incident(None, "open", T0, None, AlertSummary.of([alert])))
 
     def test_alert_without_service(self) -> None:
         """An alert naming no service is never acted on."""
@@ -560,15 +575,19 @@ class TestIsSymptom:
 class TestCorrelate:
     """One event at a time, without touching the incidents it is given."""
 
+    members: MemoryMembers
+
     def _open(self, *events: AlertEvent) -> Incident:
-        incidents = run(events)
+        """The one incident ``events`` open; its alerts are in ``self.members``."""
+        self.members = MemoryMembers()
+        incidents = run(events, members=self.members)
         assert len(incidents) == 1
         return incidents[0]
 
     def test_created(self) -> None:
         """A first alert opens an incident, not yet saved, at ``now``."""
         result = correlate([], fire(0, "ServiceDown", "redis"), CONECTA, now=T0 + 1,
-                           window=WINDOW)
+                           window=WINDOW, members=MemoryMembers())
         assert result is not None
         assert (result.created, result.resolved, result.root_cause_changed) == (True, False, True)
         assert (result.incident.id, result.incident.state) == (None, "open")
@@ -577,25 +596,25 @@ class TestCorrelate:
     def test_inputs_are_not_modified(self) -> None:
         """The given incident stays as it was; the result is a copy with the same id."""
         incident = self._open(fire(0, "ServiceDown", "redis"))
-        before = replace(incident, alerts=dict(incident.alerts))
+        before = replace(incident)
         result = correlate([incident], fire(10, "ServiceDegraded", "backend"), CONECTA,
-                           now=T0 + 10, window=WINDOW)
+                           now=T0 + 10, window=WINDOW, members=self.members)
         assert result is not None
         assert incident == before
         assert result.incident is not incident
         assert result.incident.id == incident.id
-        assert len(result.incident.alerts) == 2
+        assert result.incident.summary.count() == 2
 
     def test_symptom_does_not_move_the_root(self) -> None:
         """A symptom joining reports the root cause as unchanged; the root arriving moves it."""
         incident = self._open(fire(0, "ServiceDown", "redis"))
         joined = correlate([incident], fire(10, "ServiceDegraded", "backend"), CONECTA,
-                           now=T0 + 10, window=WINDOW)
+                           now=T0 + 10, window=WINDOW, members=self.members)
         assert joined is not None
         assert not joined.root_cause_changed
         early = self._open(fire(0, "ServiceDegraded", "backend"))
         moved = correlate([early], fire(10, "ServiceDown", "redis"), CONECTA, now=T0 + 10,
-                          window=WINDOW)
+                          window=WINDOW, members=self.members)
         assert moved is not None
         assert moved.root_cause_changed
         assert moved.incident.root_cause is not None
@@ -605,7 +624,7 @@ class TestCorrelate:
         """The event that resolves the last firing alert says so and stamps ``now``."""
         incident = self._open(fire(0, "ServiceDown", "redis"))
         result = correlate([incident], resolve(90, "ServiceDown", "redis", since=0), CONECTA,
-                           now=T0 + 91, window=WINDOW)
+                           now=T0 + 91, window=WINDOW, members=self.members)
         assert result is not None
         assert (result.created, result.resolved) == (False, True)
         assert (result.incident.state, result.incident.resolved_at) == ("resolved", T0 + 91)
@@ -614,18 +633,19 @@ class TestCorrelate:
         """An unknown resolution and a duplicate resolution change nothing."""
         incident = self._open(fire(0, "ServiceDown", "redis"), fire(5, "ProbeFailing", "redis"))
         assert correlate([incident], resolve(10, "ServiceDown", "postgres", since=0), CONECTA,
-                         now=T0 + 10, window=WINDOW) is None
+                         now=T0 + 10, window=WINDOW, members=self.members) is None
         once = correlate([incident], resolve(10, "ProbeFailing", "redis", since=5), CONECTA,
-                         now=T0 + 10, window=WINDOW)
+                         now=T0 + 10, window=WINDOW, members=self.members)
         assert once is not None
+        self.members.record(1, resolve(10, "ProbeFailing", "redis", since=5))
         assert correlate([once.incident], resolve(11, "ProbeFailing", "redis", since=5),
-                         CONECTA, now=T0 + 11, window=WINDOW) is None
+                         CONECTA, now=T0 + 11, window=WINDOW, members=self.members) is None
 
     def test_resolution_with_an_earlier_onset_counts(self) -> None:
         """Alertmanager may report an earlier startsAt on the resolution; it still resolves."""
         incident = self._open(fire(0, "ServiceDown", "redis"))
         result = correlate([incident], resolve(60, "ServiceDown", "redis", since=-120), CONECTA,
-                           now=T0 + 60, window=WINDOW)
+                           now=T0 + 60, window=WINDOW, members=self.members)
         assert result is not None
         assert result.resolved
 
@@ -634,7 +654,7 @@ class TestCorrelate:
         incident = self._open(fire(0, "ServiceDown", "redis"))
         incident.state = "healing"
         result = correlate([incident], fire(20, "ServiceDegraded", "backend"), CONECTA,
-                           now=T0 + 20, window=WINDOW)
+                           now=T0 + 20, window=WINDOW, members=self.members)
         assert result is not None
         assert not result.created
         assert result.incident.state == "healing"
@@ -644,7 +664,7 @@ class TestCorrelate:
         incident = self._open(fire(0, "ServiceDown", "redis"))
         incident.state = "resolved"
         result = correlate([incident], fire(20, "ServiceDown", "redis", starts=0), CONECTA,
-                           now=T0 + 20, window=WINDOW)
+                           now=T0 + 20, window=WINDOW, members=self.members)
         assert result is not None
         assert result.created
 
@@ -665,7 +685,7 @@ class TestCorrelate:
 
     def test_correlation_is_a_value(self) -> None:
         """Results compare by value, so a test or a log can show them whole."""
-        incident = Incident(None, "open", T0, None, {})
+        incident = Incident(None, "open", T0, None, AlertSummary())
         assert Correlation(incident, True, False) == Correlation(incident, True, False)
 
 
@@ -698,17 +718,18 @@ class TestInvariants:
     @given(event_streams())
     def test_invariants(self, events: list[AlertEvent]) -> None:
         """One active incident per alert, a firing root in each, resolved means quiet."""
-        incidents = run(events)
+        members = MemoryMembers()
+        incidents = run(events, members=members)
         active = [incident for incident in incidents if incident.state != "resolved"]
-        fingerprints = [fp for incident in active for fp in incident.alerts]
+        fingerprints = [fp for incident in active for fp in members.alerts[incident.id or 0]]
         assert len(fingerprints) == len(set(fingerprints))
         for incident in incidents:
             assert incident.root_cause is not None
             assert incident.signature.startswith(f"{incident.root_cause.service}:")
+            assert incident.summary == AlertSummary.of(members.alerts[incident.id or 0].values())
             if incident.state == "resolved":
-                assert incident.firing() == ()
+                assert incident.firing_count() == 0
                 assert incident.resolved_at is not None
             else:
-                assert incident.firing()
-                assert incident.root_cause.service in {
-                    event.service for event in incident.firing()}
+                assert incident.firing_count()
+                assert incident.root_cause.service in incident.summary.services("firing")

@@ -28,7 +28,7 @@ from sqlalchemy import update
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import load_config
 from monitoriza.healing import repository
-from monitoriza.healing.correlation import AlertEvent, Incident, RootCause
+from monitoriza.healing.correlation import AlertEvent, AlertSummary, Incident, RootCause
 from monitoriza.report.model import (
     ResponderFacts,
     ServiceAvailability,
@@ -136,10 +136,11 @@ def _fill_store(config_path: Path, week: Week) -> list[Injected]:
             resolved = None if recover is None else opened + recover
             alert = _event(f"fp{number}", service, "ServiceDown", onset, onset + detect - 5)
             incident = Incident(None, "resolved" if resolved else "open", opened, resolved,
-                                {alert.fingerprint: alert},
+                                AlertSummary.of([alert]),
                                 RootCause(service, None, "service", ("it failed",)),
                                 "low", f"ServiceDown:{service}")
             new_id = repository.save_incident(conn, incident, opened)
+            repository.save_alert(conn, new_id, alert)
             if onset > end - WEEK:
                 injected.append(Injected(new_id, service, detect, recover))
         db_incident, api_incident = injected[0].id, injected[1].id

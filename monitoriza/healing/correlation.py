@@ -6,14 +6,19 @@ close in time and are linked through ``depends_on`` into one incident, names its
 and the policy acts on that alone. The module is pure: no I/O and no clock (``now`` is a
 parameter), so the rules are checked as a table of timed events; the worker feeds one alert
 event at a time and persists the incident that comes back.
+
+An alert storm can put thousands of alerts in one incident, so an incident is not the list of
+its alerts but a summary per kind of alert (:class:`AlertSummary`): root cause, risk and
+signature are decided on it, and folding in one more alert costs the same whatever the size
+of the incident. The alerts themselves are rows of the store (:class:`Members`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from monitoriza.exceptions import MonitorizaError
 
@@ -192,9 +197,219 @@ class RootCause:
     reasoning: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class AlertKind:
+    """What correlation tells alerts apart by: their service, name, component and severity.
+
+    Alerts of one kind (a thousand ``HighLatency`` of ``checkout`` at P3, one per instance)
+    are interchangeable to it, so an incident keeps a :class:`Tally` per kind rather than
+    every alert.
+    """
+
+    service: str | None
+    alertname: str
+    component: str | None
+    severity: str | None
+
+    @classmethod
+    def of(cls, event: AlertEvent) -> AlertKind:
+        return cls(event.service, event.alertname, event.component, event.severity)
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.service or "", self.alertname, self.component or "", self.severity or "")
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The alerts of one kind in one status: how many, the earliest onset (``starts_at``)
+    among them, and the latest time the responder heard one of them (``received_at``)."""
+
+    count: int
+    earliest: float
+    latest: float
+
+
+Bucket = tuple[AlertKind, AlertStatus]
+# The earliest onset and latest receipt among the alerts of one bucket but the one that moves.
+Others = Callable[[], "tuple[float, float] | None"]
+
+
+class _Counted(NamedTuple):
+    kind: AlertKind
+    tally: Tally
+
+
+def _with(tally: Tally | None, event: AlertEvent) -> Tally:
+    if tally is None:
+        return Tally(1, event.starts_at, event.received_at)
+    return Tally(tally.count + 1, min(tally.earliest, event.starts_at),
+                 max(tally.latest, event.received_at))
+
+
+def _without(tally: Tally, previous: AlertEvent, others: Others) -> Tally | None:
+    if tally.count <= 1:
+        return None
+    if previous.starts_at > tally.earliest and previous.received_at < tally.latest:
+        return Tally(tally.count - 1, tally.earliest, tally.latest)
+    rest = others()
+    return Tally(tally.count - 1, *(rest or (tally.earliest, tally.latest)))
+
+
+def _replaced(tally: Tally, previous: AlertEvent, event: AlertEvent, others: Others) -> Tally:
+    """``previous`` gives way to ``event`` in the same bucket (a repeat, usually)."""
+    lost_earliest = previous.starts_at <= tally.earliest < event.starts_at
+    lost_latest = previous.received_at >= tally.latest > event.received_at
+    if tally.count > 1 and (lost_earliest or lost_latest):
+        rest = others()
+        if rest is not None:
+            return Tally(tally.count, min(rest[0], event.starts_at),
+                         max(rest[1], event.received_at))
+    if lost_earliest or lost_latest:
+        return Tally(tally.count, event.starts_at, event.received_at)
+    return Tally(tally.count, min(tally.earliest, event.starts_at),
+                 max(tally.latest, event.received_at))
+
+
+@dataclass(frozen=True)
+class AlertSummary:
+    """An incident's alerts as correlation needs them: a :class:`Tally` per kind and status.
+
+    Its size grows with the kinds of alert in the incident, never with their number, so that
+    folding one more alert into an incident of 10,000 costs what it costs in one of 10. The
+    alerts themselves are kept elsewhere (the store's ``incident_alerts`` rows, or
+    :class:`MemoryMembers`), which answers the two questions a summary cannot (:class:`Members`).
+    """
+
+    tallies: Mapping[Bucket, Tally] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tallies", dict(self.tallies))
+
+    @classmethod
+    def of(cls, alerts: Iterable[AlertEvent]) -> AlertSummary:
+        """The summary of ``alerts``, each the latest event of its own fingerprint."""
+        tallies: dict[Bucket, Tally] = {}
+        for event in alerts:
+            bucket = (AlertKind.of(event), event.status)
+            tallies[bucket] = _with(tallies.get(bucket), event)
+        return cls(tallies)
+
+    def counted(self, status: AlertStatus | None = None) -> tuple[_Counted, ...]:
+        """The tallies in ``status`` (all when None), in a stable order."""
+        return tuple(_Counted(kind, tally) for (kind, state), tally in sorted(
+            self.tallies.items(), key=lambda item: (item[0][0].sort_key(), item[0][1]))
+            if status in (None, state))
+
+    def count(self, status: AlertStatus | None = None) -> int:
+        """How many alerts are in ``status`` (all of them when None)."""
+        return sum(tally.count for (_, state), tally in self.tallies.items()
+                   if status in (None, state))
+
+    def kinds(self, status: AlertStatus | None = None) -> tuple[AlertKind, ...]:
+        return tuple(sorted({kind for kind, state in self.tallies if status in (None, state)},
+                            key=AlertKind.sort_key))
+
+    def services(self, status: AlertStatus | None = None) -> tuple[str, ...]:
+        """Every service with an alert in ``status`` (any when None), sorted."""
+        return tuple(sorted({kind.service for kind in self.kinds(status)
+                             if kind.service is not None}))
+
+    def earliest(self, status: AlertStatus | None = None) -> float | None:
+        """The earliest onset among the alerts in ``status``; None without any."""
+        return min((tally.earliest for tally in self._in(status)), default=None)
+
+    def latest(self, status: AlertStatus | None = None) -> float | None:
+        """When the responder last heard an alert now in ``status``; None without any."""
+        return max((tally.latest for tally in self._in(status)), default=None)
+
+    def _in(self, status: AlertStatus | None) -> Iterator[Tally]:
+        return (tally for (_, state), tally in self.tallies.items() if status in (None, state))
+
+    def replaced(self, previous: AlertEvent | None, event: AlertEvent,
+                 others: Callable[[AlertKind, AlertStatus], tuple[float, float] | None]
+                 ) -> AlertSummary:
+        """The summary once ``event`` takes the place of ``previous``, the event held for its
+        fingerprint (None for an alert new to the incident).
+
+        ``others(kind, status)`` answers the earliest onset and the latest receipt among the
+        other alerts of that bucket (not this fingerprint), or None when there is none: a
+        tally cannot tell what is left when its extreme leaves. It is asked at most once, and
+        only then; a repeat that moves nothing back never asks.
+        """
+        tallies = dict(self.tallies)
+        bucket = (AlertKind.of(event), event.status)
+        if previous is not None:
+            old = (AlertKind.of(previous), previous.status)
+            tally = tallies.pop(old, None)
+            if tally is not None and old == bucket:
+                tallies[bucket] = _replaced(tally, previous, event, lambda: others(*old))
+                return AlertSummary(tallies)
+            rest = None if tally is None else _without(tally, previous, lambda: others(*old))
+            if rest is not None:
+                tallies[old] = rest
+        tallies[bucket] = _with(tallies.get(bucket), event)
+        return AlertSummary(tallies)
+
+    def as_data(self) -> list[dict[str, object]]:
+        """Plain data for JSON, in a stable order; :meth:`from_data` reads it back."""
+        return [{"service": kind.service, "alertname": kind.alertname,
+                 "component": kind.component, "severity": kind.severity, "status": status,
+                 "count": tally.count, "earliest": tally.earliest, "latest": tally.latest}
+                for (kind, status), tally in sorted(
+                    self.tallies.items(), key=lambda item: (item[0][0].sort_key(), item[0][1]))]
+
+    @classmethod
+    def from_data(cls, data: Iterable[Mapping[str, Any]]) -> AlertSummary:
+        return cls({(AlertKind(item["service"], item["alertname"], item["component"],
+                               item["severity"]), item["status"]):
+                    Tally(int(item["count"]), float(item["earliest"]), float(item["latest"]))
+                    for item in data})
+
+
+class Members(Protocol):
+    """Where the alerts of incidents are kept, one event per fingerprint and incident: the
+    store's ``incident_alerts`` rows, or :class:`MemoryMembers`. Correlation asks it only what
+    a summary cannot answer, with indexed lookups, never for a whole incident."""
+
+    def held(self, fingerprint: str, incident_ids: Collection[int]) -> Mapping[int, AlertEvent]:
+        """The event held for ``fingerprint`` by each of these incidents that holds one."""
+
+    def others(self, incident_id: int, kind: AlertKind, status: AlertStatus,
+               fingerprint: str) -> tuple[float, float] | None:
+        """The earliest ``starts_at`` and the latest ``received_at`` among the incident's
+        alerts of ``kind`` in ``status`` other than ``fingerprint``; None when there is none."""
+
+
+class MemoryMembers:
+    """:class:`Members` in memory, for tests and tools: every alert of every incident."""
+
+    def __init__(self) -> None:
+        self.alerts: dict[int, dict[str, AlertEvent]] = {}
+
+    def record(self, incident_id: int, event: AlertEvent) -> None:
+        """Keep ``event`` as the latest of its fingerprint in the incident (after saving)."""
+        self.alerts.setdefault(incident_id, {})[event.fingerprint] = event
+
+    def held(self, fingerprint: str, incident_ids: Collection[int]) -> dict[int, AlertEvent]:
+        return {incident_id: self.alerts[incident_id][fingerprint]
+                for incident_id in incident_ids
+                if fingerprint in self.alerts.get(incident_id, {})}
+
+    def others(self, incident_id: int, kind: AlertKind, status: AlertStatus,
+               fingerprint: str) -> tuple[float, float] | None:
+        rest = [event for event in self.alerts.get(incident_id, {}).values()
+                if event.fingerprint != fingerprint and event.status == status
+                and AlertKind.of(event) == kind]
+        if not rest:
+            return None
+        return (min(event.starts_at for event in rest),
+                max(event.received_at for event in rest))
+
+
 @dataclass
 class Incident:
-    """Alerts that fail together. ``alerts`` holds the latest event of each fingerprint.
+    """Alerts that fail together, as an :class:`AlertSummary` (``summary``), with what
+    correlation concluded from them.
 
     Mutable because the store assigns ``id`` and the policy moves ``state`` to ``healing``;
     :func:`correlate` itself never changes the incidents it is given, it returns a new one.
@@ -204,37 +419,37 @@ class Incident:
     state: IncidentState
     opened_at: float
     resolved_at: float | None
-    alerts: dict[str, AlertEvent]
+    summary: AlertSummary
     root_cause: RootCause | None = None
     risk: str = "low"
     signature: str = ""
 
-    def firing(self) -> tuple[AlertEvent, ...]:
-        """The alerts whose latest event is firing, oldest onset first."""
-        return tuple(sorted((event for event in self.alerts.values()
-                             if event.status == "firing"),
-                            key=lambda event: (event.starts_at, event.fingerprint)))
+    def firing_count(self) -> int:
+        """How many of its alerts fire (their latest event is firing)."""
+        return self.summary.count("firing")
 
     def services(self) -> tuple[str, ...]:
         """Every service with an alert in the incident, firing or since resolved, sorted."""
-        return tuple(sorted({event.service for event in self.alerts.values()
-                             if event.service is not None}))
+        return self.summary.services()
 
     def last_activity(self) -> float:
         """When the responder last heard a firing event of the incident's firing alerts."""
-        return max((event.received_at for event in self.firing()), default=self.opened_at)
+        latest = self.summary.latest("firing")
+        return self.opened_at if latest is None else latest
 
 
 @dataclass(frozen=True)
 class Correlation:
-    """What one event did: the incident it now belongs to (a new object, to be saved),
-    whether the incident was opened or resolved by it, and whether its root cause moved
-    (the policy re-plans when it does)."""
+    """What one event did: the incident it now belongs to (a new object, to be saved with the
+    event as its alert of that fingerprint), whether the incident was opened or resolved by
+    it, whether its root cause moved (the policy re-plans when it does), and the event it
+    replaced in the incident (None when the alert is new to it)."""
 
     incident: Incident
     created: bool
     resolved: bool
     root_cause_changed: bool = False
+    previous: AlertEvent | None = None
 
 
 @dataclass(frozen=True)
@@ -242,39 +457,38 @@ class _Failure:
     """The failing services among some alerts, and which of them need which (transitively,
     through ``depends_on`` or through a component alert that names another failing service)."""
 
-    by_service: Mapping[str, tuple[AlertEvent, ...]]
+    by_service: Mapping[str, tuple[_Counted, ...]]
     needs: Mapping[str, frozenset[str]]
 
     def dependents(self, service: str) -> frozenset[str]:
         return frozenset(other for other, needs in self.needs.items() if service in needs)
 
     def onset(self, service: str) -> float:
-        return min(event.starts_at for event in self.by_service[service])
+        return min(item.tally.earliest for item in self.by_service[service])
 
     def severity(self, service: str) -> int:
-        return max(SEVERITY_RANK.get(event.severity or "", 0)
-                   for event in self.by_service[service])
+        return max(SEVERITY_RANK.get(item.kind.severity or "", 0)
+                   for item in self.by_service[service])
 
 
-def _considered(alerts: Iterable[AlertEvent]) -> tuple[AlertEvent, ...]:
+def _considered(summary: AlertSummary) -> tuple[_Counted, ...]:
     """The firing alerts, or every alert when none fires (to explain a resolved incident)."""
-    everything = tuple(alerts)
-    return tuple(event for event in everything if event.status == "firing") or everything
+    return summary.counted("firing") or summary.counted()
 
 
-def _analyse(alerts: Iterable[AlertEvent], topology: Topology) -> _Failure:
-    grouped: dict[str, list[AlertEvent]] = {}
-    for event in _considered(alerts):
-        if event.service is not None:
-            grouped.setdefault(event.service, []).append(event)
+def _analyse(considered: Iterable[_Counted], topology: Topology) -> _Failure:
+    grouped: dict[str, list[_Counted]] = {}
+    for item in considered:
+        if item.kind.service is not None:
+            grouped.setdefault(item.kind.service, []).append(item)
     graph: dict[str, set[str]] = {name: set(deps) for name, deps in topology.depends_on.items()}
-    for service, events in grouped.items():
-        for event in events:
-            if event.component in grouped and event.component != service:
-                graph.setdefault(service, set()).add(event.component)
+    for service, items in grouped.items():
+        for item in items:
+            if item.kind.component in grouped and item.kind.component != service:
+                graph.setdefault(service, set()).add(item.kind.component)
     failing = frozenset(grouped)
     return _Failure(
-        by_service={service: tuple(events) for service, events in grouped.items()},
+        by_service={service: tuple(items) for service, items in grouped.items()},
         needs={service: _reach(graph, service) & failing for service in grouped})
 
 
@@ -288,13 +502,13 @@ def _alerts_of(services: Sequence[str]) -> str:
     return f"{services[0]}'s alerts" if len(services) == 1 else f"the alerts of {_join(services)}"
 
 
-def _condition(events: Iterable[AlertEvent]) -> str:
-    names = sorted({event.alertname for event in events})
+def _condition(items: Iterable[_Counted]) -> str:
+    names = sorted({item.kind.alertname for item in items})
     return "is down" if SERVICE_DOWN in names else f"is failing ({', '.join(names)})"
 
 
-def _component_status(event: AlertEvent) -> str:
-    return _COMPONENT_STATUS.get(event.alertname, "failing")
+def _component_status(kind: AlertKind) -> str:
+    return _COMPONENT_STATUS.get(kind.alertname, "failing")
 
 
 def _ranking_key(failure: _Failure, service: str) -> tuple[int, float, int, str]:
@@ -314,16 +528,15 @@ def _tie_reason(failure: _Failure, root: str, rivals: Sequence[str]) -> str:
     return f"{_join([root, *rivals])} explain as many failing services; {why}"
 
 
-def _recovered(alerts: Sequence[AlertEvent], failure: _Failure, needed: Iterable[str]) -> str:
+def _recovered(summary: AlertSummary, failure: _Failure, needed: Iterable[str]) -> str:
     """A sentence for dependencies whose alerts resolved while the root still fails, or ''."""
-    resolved = sorted({event.service for event in alerts
-                       if event.status == "resolved" and event.service is not None
-                       and event.service not in failure.by_service
-                       and event.service in set(needed)})
+    wanted = set(needed)
+    resolved = sorted(service for service in summary.services("resolved")
+                      if service not in failure.by_service and service in wanted)
     return f"{_alerts_of(resolved)} have resolved" if resolved else ""
 
 
-def _service_reasoning(alerts: Sequence[AlertEvent], failure: _Failure, topology: Topology,
+def _service_reasoning(summary: AlertSummary, failure: _Failure, topology: Topology,
                        root: str, rivals: Sequence[str]) -> list[str]:
     own = failure.by_service[root]
     dependents = sorted(failure.dependents(root))
@@ -335,9 +548,9 @@ def _service_reasoning(alerts: Sequence[AlertEvent], failure: _Failure, topology
         lines = [f"{root} {condition} and is the only failing service"]
     else:
         lines = [f"{root} {condition} and depends on no other failing service"]
-    for service, status in sorted({(event.service or "", _component_status(event))
-                                   for name in dependents for event in failure.by_service[name]
-                                   if event.component == root}):
+    for service, status in sorted({(item.kind.service or "", _component_status(item.kind))
+                                   for name in dependents for item in failure.by_service[name]
+                                   if item.kind.component == root}):
         lines.append(f"{service} reports its {root} component as {status}")
     onset = failure.onset(root)
     later = [name for name in dependents if failure.onset(name) > onset]
@@ -353,19 +566,20 @@ def _service_reasoning(alerts: Sequence[AlertEvent], failure: _Failure, topology
     if independent:
         verb = "fails" if len(independent) == 1 else "fail"
         lines.append(f"{_join(independent)} {verb} too, independently of {root}")
-    if any(event.component is not None for event in own):
+    if any(item.kind.component is not None for item in own):
         lines.append(f"{root}'s component alerts follow from {root} itself failing")
-    recovered = _recovered(alerts, failure, topology.dependencies(root))
+    recovered = _recovered(summary, failure, topology.dependencies(root))
     if recovered:
         lines.append(f"{recovered}, but {root} is still failing")
     return lines
 
 
-def _component_reasoning(alerts: Sequence[AlertEvent], failure: _Failure, topology: Topology,
-                         root: str, about: Sequence[AlertEvent]) -> list[str]:
-    component = about[0].component or ""
-    lines = [f"{root} reports its {component} component as {_component_status(about[0])}"]
-    others = sorted({event.component or "" for event in about} - {component})
+def _component_reasoning(summary: AlertSummary, failure: _Failure, topology: Topology,
+                         root: str, about: Sequence[_Counted]) -> list[str]:
+    first = about[0].kind
+    component = first.component or ""
+    lines = [f"{root} reports its {component} component as {_component_status(first)}"]
+    others = sorted({item.kind.component or "" for item in about} - {component})
     if others:
         lines.append(f"{root} also reports trouble with {_join(others)}")
     if topology.knows(component):
@@ -374,8 +588,8 @@ def _component_reasoning(alerts: Sequence[AlertEvent], failure: _Failure, topolo
         lines.append(f"the fault is most likely in {root}'s connection to {component}")
     else:
         lines.append(f"{component} is not a service of the estate, so the fault is inside {root}")
-    consequences = sorted({event.alertname for event in failure.by_service[root]
-                           if event.component is None})
+    consequences = sorted({item.kind.alertname for item in failure.by_service[root]
+                           if item.kind.component is None})
     if consequences:
         verb = "follows" if len(consequences) == 1 else "follow"
         lines.append(f"{root}'s {_join(consequences)} {verb} from the {component} component")
@@ -383,10 +597,10 @@ def _component_reasoning(alerts: Sequence[AlertEvent], failure: _Failure, topolo
     if dependents:
         verb = "depends" if len(dependents) == 1 else "depend"
         lines.append(f"{_join(dependents)} {verb} on {root}")
-    recovered = _recovered(alerts, failure, {event.component or "" for event in about})
+    recovered = _recovered(summary, failure, {item.kind.component or "" for item in about})
     if recovered:
         lines.append(f"{recovered}, but {root} still reports {component} as "
-                     f"{_component_status(about[0])}")
+                     f"{_component_status(first)}")
     return lines
 
 
@@ -404,15 +618,23 @@ def root_cause(alerts: Iterable[AlertEvent], topology: Topology) -> RootCause:
     (``ServiceDegraded``, ``HealthScoreFallingFast``): the Conecta backend reporting Redis as
     unknown while Redis is fine. A service that is down also reports its components as
     unknown (the exporter republishes them so), so ``ServiceDown`` makes it kind ``service``.
+    The component named is that of the earliest such alert, then the most severe, then by
+    component and alert name.
 
     When no alert fires (a resolved incident), every alert is considered instead.
     """
-    given = tuple(alerts)
-    if not given:
+    summary = AlertSummary.of(alerts)
+    if not summary.tallies:
         raise ValueError("root_cause needs at least one alert")
-    failure = _analyse(given, topology)
+    return explain(summary, topology)
+
+
+def explain(summary: AlertSummary, topology: Topology) -> RootCause:
+    """:func:`root_cause` of the alerts ``summary`` stands for (it must hold one)."""
+    considered = _considered(summary)
+    failure = _analyse(considered, topology)
     if not failure.by_service:
-        names = sorted({event.alertname for event in _considered(given)})
+        names = sorted({item.kind.alertname for item in considered})
         return RootCause("", None, "service", (
             f"no alert names a service ({', '.join(names)}), so there is nothing to heal",))
     candidates = [name for name in failure.by_service if not failure.needs[name]]
@@ -422,17 +644,17 @@ def root_cause(alerts: Iterable[AlertEvent], topology: Topology) -> RootCause:
     rivals = [name for name in ranked[1:]
               if len(failure.dependents(name)) == len(failure.dependents(root))]
     own = failure.by_service[root]
-    about = sorted((event for event in own if event.component is not None
-                    and event.component not in failure.by_service),
-                   key=lambda event: (event.starts_at,
-                                      -SEVERITY_RANK.get(event.severity or "", 0),
-                                      event.component or ""))
-    if about and all(event.alertname in COMPONENT_CONSEQUENCES
-                     for event in own if event.component is None):
-        return RootCause(root, about[0].component, "component",
-                         tuple(_component_reasoning(given, failure, topology, root, about)))
+    about = sorted((item for item in own if item.kind.component is not None
+                    and item.kind.component not in failure.by_service),
+                   key=lambda item: (item.tally.earliest,
+                                     -SEVERITY_RANK.get(item.kind.severity or "", 0),
+                                     item.kind.component or "", item.kind.alertname))
+    if about and all(item.kind.alertname in COMPONENT_CONSEQUENCES
+                     for item in own if item.kind.component is None):
+        return RootCause(root, about[0].kind.component, "component",
+                         tuple(_component_reasoning(summary, failure, topology, root, about)))
     return RootCause(root, None, "service",
-                     tuple(_service_reasoning(given, failure, topology, root, rivals)))
+                     tuple(_service_reasoning(summary, failure, topology, root, rivals)))
 
 
 def risk(incident: Incident, topology: Topology) -> Risk:
@@ -456,12 +678,12 @@ def risk(incident: Incident, topology: Topology) -> Risk:
     Dependents count only when they fail (have alerts), not every service that could:
     evidence of spread, while the tier already stands for what could be lost.
     """
-    considered = _considered(incident.alerts.values())
+    considered = _considered(incident.summary)
     if not considered:
         return "low"
-    severity = max(SEVERITY_RANK.get(event.severity or "", 0) for event in considered)
+    severity = max(SEVERITY_RANK.get(item.kind.severity or "", 0) for item in considered)
     level = max(severity - 1, 0)
-    cause = incident.root_cause or root_cause(considered, topology)
+    cause = incident.root_cause or explain(incident.summary, topology)
     if cause.service and topology.tier(cause.service) == "critical":
         level += 1
     failure = _analyse(considered, topology)
@@ -481,13 +703,13 @@ def signature(incident: Incident) -> str:
     cause = incident.root_cause
     if cause is None:
         return ""
-    own = [event for event in incident.alerts.values() if (event.service or "") == cause.service]
+    own = [kind for kind in incident.summary.kinds() if (kind.service or "") == cause.service]
     if cause.kind == "component":
-        own = [event for event in own if event.component == cause.component]
-        kind = f"component={cause.component}"
+        own = [kind for kind in own if kind.component == cause.component]
+        kind_text = f"component={cause.component}"
     else:
-        kind = "service"
-    return f"{cause.service}:{kind}:{','.join(sorted({event.alertname for event in own}))}"
+        kind_text = "service"
+    return f"{cause.service}:{kind_text}:{','.join(sorted({kind.alertname for kind in own}))}"
 
 
 def is_symptom(event: AlertEvent, incident: Incident) -> bool:
@@ -501,7 +723,7 @@ def is_symptom(event: AlertEvent, incident: Incident) -> bool:
 def _evaluate(incident: Incident, topology: Topology) -> bool:
     """Refresh root cause, risk and signature; whether the root cause moved."""
     before = incident.root_cause
-    incident.root_cause = root_cause(incident.alerts.values(), topology)
+    incident.root_cause = explain(incident.summary, topology)
     incident.risk = risk(incident, topology)
     incident.signature = signature(incident)
     after = incident.root_cause
@@ -529,7 +751,7 @@ def _joins(incident: Incident, event: AlertEvent, topology: Topology) -> bool:
     services = set(incident.services())
     if event.service in services or event.component in services:
         return True
-    if any(held.component == event.service for held in incident.alerts.values()):
+    if any(kind.component == event.service for kind in incident.summary.kinds()):
         return True
     return any(topology.linked(event.service, service) for service in services)
 
@@ -539,21 +761,29 @@ def _most_recent(incidents: Iterable[Incident]) -> Incident:
                                                 -1 if incident.id is None else incident.id))
 
 
-def _apply(holder: Incident, event: AlertEvent, topology: Topology, now: float) -> Correlation:
-    incident = replace(holder, alerts={**holder.alerts, event.fingerprint: event})
+def _apply(holder: Incident, previous: AlertEvent | None, event: AlertEvent,
+           topology: Topology, now: float, *, members: Members) -> Correlation:
+    def others(kind: AlertKind, status: AlertStatus) -> tuple[float, float] | None:
+        if holder.id is None:
+            return None
+        return members.others(holder.id, kind, status, event.fingerprint)
+
+    incident = replace(holder, summary=holder.summary.replaced(previous, event, others))
     # Once nothing fires, the evaluation covers every alert the incident had: the whole story.
     # A root that recovers a minute before its symptoms (their alerts lag by their ``for``)
     # is then still the root of record, and recurring outages share one signature.
     changed = _evaluate(incident, topology)
-    if incident.firing():
-        return Correlation(incident, created=False, resolved=False, root_cause_changed=changed)
+    if incident.firing_count():
+        return Correlation(incident, created=False, resolved=False, root_cause_changed=changed,
+                           previous=previous)
     incident.state = "resolved"
     incident.resolved_at = now
-    return Correlation(incident, created=False, resolved=True, root_cause_changed=changed)
+    return Correlation(incident, created=False, resolved=True, root_cause_changed=changed,
+                       previous=previous)
 
 
 def correlate(open_incidents: Sequence[Incident], event: AlertEvent, topology: Topology,
-              now: float, window: float) -> Correlation | None:
+              now: float, window: float, *, members: Members) -> Correlation | None:
     """Fold one alert event into the incidents; ``None`` when the event changes nothing.
 
     - An event whose fingerprint an open or healing incident holds updates that incident,
@@ -570,23 +800,31 @@ def correlate(open_incidents: Sequence[Incident], event: AlertEvent, topology: T
 
     Root cause, risk and signature are re-evaluated after every change, over the firing
     alerts, and over all of the incident's alerts once it resolves. The incidents given
-    are not modified; the returned incident is a copy (``id`` kept, ``None`` when new).
+    are not modified; the returned incident is a copy (``id`` kept, ``None`` when new), and
+    the caller keeps ``event`` as its alert of that fingerprint in ``members``.
+
+    The work is bounded by the incidents' summaries: ``members`` is asked once which incident
+    holds the fingerprint and, when an alert leaves an extreme of its tally, once more.
     """
     active = [incident for incident in open_incidents if incident.state in ACTIVE_STATES]
-    holders = [incident for incident in active if event.fingerprint in incident.alerts]
+    ids = [incident.id for incident in active if incident.id is not None]
+    held = members.held(event.fingerprint, ids) if ids else {}
+    holders = [incident for incident in active if incident.id in held]
     if holders:
         holder = _most_recent(holders)
-        if _stale(holder.alerts[event.fingerprint], event):
+        previous = held[holder.id or 0]
+        if _stale(previous, event):
             return None
-        return _apply(holder, event, topology, now)
+        return _apply(holder, previous, event, topology, now, members=members)
     if event.status == "resolved":
         return None
     candidates = [incident for incident in active
                   if incident.last_activity() >= now - window
                   and _joins(incident, event, topology)]
     if candidates:
-        return _apply(_most_recent(candidates), event, topology, now)
+        return _apply(_most_recent(candidates), None, event, topology, now,
+                      members=members)
     incident = Incident(id=None, state="open", opened_at=now, resolved_at=None,
-                        alerts={event.fingerprint: event})
+                        summary=AlertSummary.of([event]))
     _evaluate(incident, topology)
     return Correlation(incident, created=True, resolved=False, root_cause_changed=True)

@@ -36,14 +36,18 @@ def matching_playbooks(playbooks: list[Playbook], event: AlertEvent) -> list[Pla
             and (not book.match.severity or event.severity in book.match.severity)]
 
 
-def incident_summary(incident: Incident) -> dict[str, object]:
+def incident_summary(incident: Incident, event: AlertEvent) -> dict[str, object]:
+    """The audit entry of an incident that ``event`` changed: the alert that changed it and
+    how many alerts fire and have resolved (never the list of them, which a storm makes long;
+    ``GET /api/v1/incidents/<id>/alerts`` has it)."""
     cause = incident.root_cause
     return {"incident": incident.id, "state": incident.state, "risk": incident.risk,
             "signature": incident.signature,
             "root_cause": None if cause is None else {
                 "service": cause.service, "component": cause.component, "kind": cause.kind},
             "reasoning": list(cause.reasoning) if cause else [],
-            "alerts": sorted(incident.alerts)}
+            "alert": event.fingerprint, "firing": incident.summary.count("firing"),
+            "resolved": incident.summary.count("resolved")}
 
 
 class HealingProcessor:
@@ -67,14 +71,16 @@ class HealingProcessor:
         if event.service is None or event.alertname == "Watchdog":
             return outcome
         result = correlate(repository.open_incidents(conn), event, self.topology, now,
-                           self.config.responder.healing.correlation_window)
+                           self.config.responder.healing.correlation_window,
+                           members=repository.StoredMembers(conn))
         if result is None:
             return outcome  # a resolution of an alert in no open incident, or a stale repeat
         incident = result.incident
-        repository.save_incident(conn, incident, now)
+        repository.save_alert(conn, repository.save_incident(conn, incident, now), event,
+                              held=result.previous is not None)
         kind = ("incident.opened" if result.created
                 else "incident.resolved" if result.resolved else "incident.updated")
-        self.audit.append(conn, kind, incident_summary(incident))
+        self.audit.append(conn, kind, incident_summary(incident, event))
         if result.created:
             self._recurring(conn, incident, now)
         if result.resolved:

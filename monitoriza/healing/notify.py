@@ -90,7 +90,7 @@ class IncidentNotifier:
             text=" ".join(cause.reasoning) if cause else reason,
             severity="resolved" if event == "resolved" else _severity(incident),
             incident_id=incident.id,
-            fields={"risk": incident.risk, "alerts": str(len(incident.firing())),
+            fields={"risk": incident.risk, "alerts": str(incident.firing_count()),
                     "signature": incident.signature}))
 
     def outcome(self, outcome: HealOutcome) -> None:
@@ -108,5 +108,5 @@ class IncidentNotifier:
 
 
 def _severity(incident: Incident) -> str | None:
-    levels = [event.severity for event in incident.firing() if event.severity]
+    levels = [kind.severity for kind in incident.summary.kinds("firing") if kind.severity]
     return min(levels) if levels else None  # "P2" < "P3" < "P4"

@@ -6,45 +6,218 @@ responder decides commits together with the journal row and the audit entries ab
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from monitoriza.config.schema import Breaker
 from monitoriza.healing.breaker import BreakerState
 from monitoriza.healing.budget import BudgetState
-from monitoriza.healing.correlation import AlertEvent, Incident, RootCause
+from monitoriza.healing.correlation import (
+    AlertEvent,
+    AlertKind,
+    AlertStatus,
+    AlertSummary,
+    Incident,
+    RootCause,
+)
 from monitoriza.healing.memory import Outcomes
-from monitoriza.store import actions, healing_state, incidents, memory, settings
+from monitoriza.store import (
+    actions,
+    healing_state,
+    incident_alerts,
+    incident_summaries,
+    incidents,
+    memory,
+    settings,
+)
+
+log = logging.getLogger(__name__)
 
 
 def _event_from(data: Mapping[str, Any]) -> AlertEvent:
     return AlertEvent(**{**data, "labels": dict(data["labels"])})
 
 
-def incident_from_row(row: Any) -> Incident:
-    alerts = {fingerprint: _event_from(event)
-              for fingerprint, event in json.loads(row.alerts).items()}
+def kind_key(kind: AlertKind) -> str:
+    """The ``incident_alerts.kind`` of alerts of ``kind``: a hash, short enough to index
+    whatever the length of the label values."""
+    text = json.dumps([kind.service, kind.alertname, kind.component, kind.severity])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Built once: the worker runs these for every alert, and building and keying a statement
+# costs more than running it.
+_HELD = select(incident_alerts.c.incident_id, incident_alerts.c.event).where(
+    incident_alerts.c.fingerprint == bindparam("w_fingerprint"),
+    incident_alerts.c.incident_id.in_(bindparam("w_ids", expanding=True)))
+_BUCKET = (incident_alerts.c.incident_id == bindparam("w_incident"),
+           incident_alerts.c.status == bindparam("w_status"),
+           incident_alerts.c.kind == bindparam("w_kind"),
+           incident_alerts.c.fingerprint != bindparam("w_fingerprint"))
+_EARLIEST = select(incident_alerts.c.starts_at).where(*_BUCKET).order_by(
+    incident_alerts.c.starts_at).limit(1)
+_LATEST = select(incident_alerts.c.received_at).where(*_BUCKET).order_by(
+    incident_alerts.c.received_at.desc()).limit(1)
+_INSERT_ALERT = insert(incident_alerts)
+_UPDATE_ALERT = update(incident_alerts).where(
+    incident_alerts.c.incident_id == bindparam("w_incident"),
+    incident_alerts.c.fingerprint == bindparam("w_fingerprint"))
+
+
+class StoredMembers:
+    """:class:`~monitoriza.healing.correlation.Members` over the ``incident_alerts`` rows, in
+    the caller's transaction: each question is one indexed lookup, never a whole incident."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def held(self, fingerprint: str, incident_ids: Collection[int]) -> dict[int, AlertEvent]:
+        rows = self.conn.execute(_HELD, {"w_fingerprint": fingerprint,
+                                         "w_ids": list(incident_ids)})
+        return {int(row.incident_id): _event_from(json.loads(row.event)) for row in rows}
+
+    def others(self, incident_id: int, kind: AlertKind, status: AlertStatus,
+               fingerprint: str) -> tuple[float, float] | None:
+        bucket = {"w_incident": incident_id, "w_status": status, "w_kind": kind_key(kind),
+                  "w_fingerprint": fingerprint}
+        earliest = self.conn.execute(_EARLIEST, bucket).scalar_one_or_none()
+        if earliest is None:
+            return None
+        latest = self.conn.execute(_LATEST, bucket).scalar_one()
+        return float(earliest), float(latest)
+
+
+def save_alert(conn: Connection, incident_id: int, event: AlertEvent, *,
+               held: bool | None = None) -> None:
+    """Keep ``event`` as the incident's alert of its fingerprint: one row, updated when
+    ``held`` (the incident had one), inserted when not, either when None (not known)."""
+    values = {"service": event.service, "alertname": event.alertname,
+              "component": event.component, "severity": event.severity,
+              "kind": kind_key(AlertKind.of(event)), "status": event.status,
+              "starts_at": event.starts_at, "received_at": event.received_at,
+              "event": json.dumps(asdict(event), sort_keys=True)}
+    if held is not False and conn.execute(_UPDATE_ALERT, {
+            "w_incident": incident_id, "w_fingerprint": event.fingerprint, **values}).rowcount:
+        return
+    conn.execute(_INSERT_ALERT, {"incident_id": incident_id, "fingerprint": event.fingerprint,
+                                 **values})
+
+
+def legacy_alerts(text: str | None) -> list[AlertEvent]:
+    """The alerts a store of an earlier release kept in ``incidents.alerts`` (JSON)."""
+    return [_event_from(event) for event in json.loads(text or "{}").values()]
+
+
+def _events_of(conn: Connection, incident_id: int) -> list[AlertEvent]:
+    rows = conn.execute(select(incident_alerts.c.event).where(
+        incident_alerts.c.incident_id == incident_id))
+    return [_event_from(json.loads(text)) for text, in rows]
+
+
+def _upgrade(conn: Connection, incident_id: int) -> AlertSummary:
+    """An open incident without a summary, written by an earlier release: its alerts, kept as
+    JSON in ``incidents.alerts``, become rows (once), and its summary is made from them."""
+    if conn.execute(select(incident_alerts.c.fingerprint).where(
+            incident_alerts.c.incident_id == incident_id).limit(1)).first() is None:
+        text = conn.execute(select(incidents.c.alerts).where(
+            incidents.c.id == incident_id)).scalar_one()
+        for event in legacy_alerts(text):
+            save_alert(conn, incident_id, event)
+    summary = AlertSummary.of(_events_of(conn, incident_id))
+    conn.execute(update(incidents).where(incidents.c.id == incident_id).values(alerts="{}"))
+    _save_summary(conn, incident_id, summary)
+    log.info("incident %d: %d alerts of an earlier release's store moved to rows",
+             incident_id, summary.count())
+    return summary
+
+
+_SUMMARY_COLUMNS = [column for column in incidents.c if column.name != "alerts"]
+
+
+def incident_from_row(row: Any, summary: AlertSummary) -> Incident:
     cause = None
     if row.root_service is not None:
         cause = RootCause(row.root_service, row.root_component, row.root_kind,
                           tuple(json.loads(row.reasoning)))
-    return Incident(row.id, row.state, row.opened_at, row.resolved_at, alerts, cause,
+    return Incident(row.id, row.state, row.opened_at, row.resolved_at, summary, cause,
                     row.risk, row.signature)
 
 
+_OPEN = (select(*_SUMMARY_COLUMNS, incident_summaries.c.tallies)
+         .select_from(incidents.outerjoin(incident_summaries,
+                                          incident_summaries.c.incident_id == incidents.c.id))
+         .where(incidents.c.state != "resolved").order_by(incidents.c.id))
+
+
 def open_incidents(conn: Connection) -> list[Incident]:
-    rows = conn.execute(select(incidents).where(incidents.c.state != "resolved")
-                        .order_by(incidents.c.id))
-    return [incident_from_row(row) for row in rows]
+    """The open and healing incidents with their summaries (never their alerts); an incident
+    of an earlier release's store is upgraded in place on the way (see ``_upgrade``)."""
+    rows = conn.execute(_OPEN).all()
+    return [incident_from_row(row, _upgrade(conn, row.id) if row.tallies is None
+                              else AlertSummary.from_data(json.loads(row.tallies)))
+            for row in rows]
+
+
+def read_summaries(conn: Connection, rows: Sequence[Any]) -> dict[int, AlertSummary]:
+    """The summaries of these incident rows (which include ``alerts``), read only: from the
+    summary table, or for an incident of an earlier release from its JSON alerts."""
+    ids = [int(row.id) for row in rows]
+    found = {int(incident_id): AlertSummary.from_data(json.loads(tallies))
+             for incident_id, tallies in conn.execute(
+                 select(incident_summaries.c.incident_id, incident_summaries.c.tallies)
+                 .where(incident_summaries.c.incident_id.in_(ids)))} if ids else {}
+    for row in rows:
+        if int(row.id) not in found:
+            legacy = legacy_alerts(row.alerts)
+            found[int(row.id)] = AlertSummary.of(legacy or _events_of(conn, int(row.id)))
+    return found
+
+
+def alerts_page(conn: Connection, incident_id: int, alerts_json: str | None, *,
+                after: str | None, limit: int,
+                status: str | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` alerts of the incident (their latest event), by fingerprint, after
+    ``after``; for an incident of an earlier release's store, from its JSON."""
+    if alerts_json not in (None, "", "{}") and conn.execute(
+            select(incident_alerts.c.fingerprint).where(
+                incident_alerts.c.incident_id == incident_id).limit(1)).first() is None:
+        legacy = sorted((asdict(event) for event in legacy_alerts(alerts_json)
+                         if (after is None or event.fingerprint > after)
+                         and status in (None, event.status)),
+                        key=lambda event: str(event["fingerprint"]))
+        return legacy[:limit]
+    query = select(incident_alerts.c.event).where(incident_alerts.c.incident_id == incident_id)
+    if after is not None:
+        query = query.where(incident_alerts.c.fingerprint > after)
+    if status is not None:
+        query = query.where(incident_alerts.c.status == status)
+    rows = conn.execute(query.order_by(incident_alerts.c.fingerprint).limit(limit))
+    return [json.loads(text) for text, in rows]
+
+
+_UPDATE_SUMMARY = update(incident_summaries).where(
+    incident_summaries.c.incident_id == bindparam("w_incident"))
+_INSERT_SUMMARY = insert(incident_summaries)
+_UPDATE_INCIDENT = update(incidents).where(incidents.c.id == bindparam("w_incident"))
+
+
+def _save_summary(conn: Connection, incident_id: int, summary: AlertSummary) -> None:
+    values = {"firing": summary.count("firing"), "resolved": summary.count("resolved"),
+              "tallies": json.dumps(summary.as_data(), sort_keys=True)}
+    if not conn.execute(_UPDATE_SUMMARY, {"w_incident": incident_id, **values}).rowcount:
+        conn.execute(_INSERT_SUMMARY, {"incident_id": incident_id, **values})
 
 
 def save_incident(conn: Connection, incident: Incident, now: float) -> int:
-    """Insert or update ``incident``; returns its id."""
+    """Insert or update ``incident`` and its summary; returns its id. Its alerts are saved
+    one at a time, by :func:`save_alert`."""
     cause = incident.root_cause
     values = {
         "state": incident.state, "updated_at": now, "resolved_at": incident.resolved_at,
@@ -53,15 +226,17 @@ def save_incident(conn: Connection, incident: Incident, now: float) -> int:
         "root_kind": cause.kind if cause else None,
         "reasoning": json.dumps(list(cause.reasoning) if cause else []),
         "risk": incident.risk, "signature": incident.signature,
-        "alerts": json.dumps({fp: asdict(event) for fp, event in incident.alerts.items()},
-                             sort_keys=True),
     }
     if incident.id is None:
-        new_id = conn.execute(insert(incidents).values(opened_at=incident.opened_at, **values)
+        # Stores of earlier releases have no default for ``alerts``: the empty object is
+        # written explicitly.
+        new_id = conn.execute(insert(incidents).values(opened_at=incident.opened_at,
+                                                       alerts="{}", **values)
                               .returning(incidents.c.id)).scalar_one()
         incident.id = int(new_id)
     else:
-        conn.execute(update(incidents).where(incidents.c.id == incident.id).values(**values))
+        conn.execute(_UPDATE_INCIDENT, {"w_incident": incident.id, **values})
+    _save_summary(conn, incident.id, incident.summary)
     return incident.id
 
 

@@ -27,6 +27,8 @@ from urllib3.util.retry import Retry
 from monitoriza.audit.chain import AuditError
 from monitoriza.audit.log import AuditLog
 from monitoriza.config.schema import Config
+from monitoriza.healing import repository
+from monitoriza.healing.correlation import AlertSummary
 from monitoriza.report.model import (
     DEFAULT_HORIZON,
     ActionFact,
@@ -211,19 +213,29 @@ def collect_responder(config: Config, start: float, end: float) -> ResponderFact
         engine.dispose()
 
 
+def _kinds_as_alerts(summary: AlertSummary) -> dict[str, dict[str, Any]]:
+    """What :func:`incident_fact` reads of an incident's alerts (earliest onset, services,
+    alert names), one entry per kind of alert standing for all alerts of that kind."""
+    return {str(number): {"starts_at": item.tally.earliest, "service": item.kind.service,
+                          "alertname": item.kind.alertname}
+            for number, item in enumerate(summary.counted())}
+
+
 def _read_responder(engine: Engine, config: Config, start: float, end: float) -> ResponderFacts:
     with reading(engine) as conn:
         incident_rows = conn.execute(select(incidents).where(
             (incidents.c.opened_at <= end)
             & ((incidents.c.resolved_at.is_(None)) | (incidents.c.resolved_at >= start))
-        ).order_by(incidents.c.opened_at, incidents.c.id)).mappings().all()
+        ).order_by(incidents.c.opened_at, incidents.c.id)).all()
+        summaries = repository.read_summaries(conn, incident_rows)
         action_rows = conn.execute(select(actions).where(
             (actions.c.created_at >= start) & (actions.c.created_at <= end)
         ).order_by(actions.c.id)).mappings().all()
         state_rows = conn.execute(select(healing_state.c.key, healing_state.c.value).where(
             healing_state.c.key.like("breaker:%"))).all()
-    incident_facts: list[IncidentFact] = [incident_fact(dict(row), json.loads(row["alerts"]))
-                                          for row in incident_rows]
+    incident_facts: list[IncidentFact] = [
+        incident_fact(row._asdict(), _kinds_as_alerts(summaries[int(row.id)]))
+        for row in incident_rows]
     action_facts = [ActionFact(int(row["id"]), int(row["incident_id"]), row["service"],
                                row["playbook"], row["state"], row["outcome"],
                                float(row["created_at"]),

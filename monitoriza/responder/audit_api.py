@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from monitoriza.responder.auth import authorized
 from monitoriza.responder.errors import error
+from monitoriza.responder.query import integer_arg
 from monitoriza.responder.state import responder_of
 
 blueprint = Blueprint("audit", __name__)
@@ -17,12 +18,9 @@ def list_audit() -> tuple[Response, int]:
     state = responder_of(current_app)
     if not authorized(request, state.token):
         return error(401, "unauthorized", "a valid bearer token is required")
-    try:
-        since = int(request.args.get("since", "0"))
-        limit = int(request.args.get("limit", "100"))
-    except ValueError:
-        return error(400, "bad request", "since and limit must be integers")
-    if since < 0 or not 1 <= limit <= MAX_LIMIT:
+    since = integer_arg("since", 0)
+    limit = integer_arg("limit", 100, 1, MAX_LIMIT)
+    if since is None or limit is None:
         return error(400, "bad request", f"since must be >= 0 and limit in 1..{MAX_LIMIT}")
     entries = state.audit.entries(since_seq=since, limit=limit)
     head_seq, head_hash = state.audit.head()

@@ -1,4 +1,8 @@
-"""Incidents, operational memory and the kill switch over HTTP (bearer token required)."""
+"""Incidents, operational memory and the kill switch over HTTP (bearer token required).
+
+Incidents are listed as summaries (counts and services, never every alert: a storm puts
+thousands in one) and paged; an incident's alerts are paged on their own.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
 from monitoriza.healing import repository
+from monitoriza.healing.correlation import AlertSummary
 from monitoriza.healing.healer import KILL_SWITCH_SETTING
 from monitoriza.healing.memory import Outcomes, success_ratio
 from monitoriza.responder.auth import authorized
 from monitoriza.responder.errors import error
+from monitoriza.responder.query import MAX_ID, integer_arg
 from monitoriza.responder.state import responder_of
 from monitoriza.store import incidents, reading, writing
 
@@ -26,8 +32,18 @@ def require_token() -> tuple[Response, int] | None:
     return None
 
 
-def _incident(row: Any, with_details: bool) -> dict[str, Any]:
-    document: dict[str, Any] = {
+MAX_LIMIT = 1000
+DETAIL_ALERTS = 100  # alerts listed with one incident; the rest from .../alerts
+
+
+def _limit() -> int | None:
+    """The ``limit`` query parameter (default 100), or None when it is not 1..1000."""
+    return integer_arg("limit", 100, 1, MAX_LIMIT)
+
+
+def _incident(row: Any, summary: AlertSummary) -> dict[str, Any]:
+    """An incident's summary: what was concluded, and how many alerts of which services."""
+    return {
         "id": row.id, "state": row.state, "risk": row.risk, "signature": row.signature,
         "opened_at": row.opened_at, "updated_at": row.updated_at,
         "resolved_at": row.resolved_at,
@@ -35,49 +51,84 @@ def _incident(row: Any, with_details: bool) -> dict[str, Any]:
             "service": row.root_service, "component": row.root_component,
             "kind": row.root_kind},
         "reasoning": json.loads(row.reasoning),
+        "alert_count": summary.count(), "firing_count": summary.count("firing"),
+        "resolved_count": summary.count("resolved"), "services": list(summary.services()),
+        "first_alert_at": summary.earliest(),
     }
-    alerts = json.loads(row.alerts)
-    document["alert_count"] = len(alerts)
-    if with_details:
-        document["alerts"] = list(alerts.values())
-    return document
 
 
 @blueprint.get("/api/v1/incidents")
 def list_incidents() -> tuple[Response, int]:
+    """Newest first, ``limit`` at a time; ``after=ID`` continues below incident ``ID``
+    (``next_after`` of the previous page, null on the last one)."""
     state = request.args.get("state")
     service = request.args.get("service")
-    try:
-        limit = int(request.args.get("limit", "100"))
-    except ValueError:
-        return error(400, "bad request", "limit must be an integer")
-    if not 1 <= limit <= 1000 or state not in {None, "open", "healing", "resolved"}:
+    limit = _limit()
+    after = integer_arg("after", MAX_ID)
+    if limit is None or state not in {None, "open", "healing", "resolved"}:
         return error(400, "bad request", "limit must be 1..1000 and state open|healing|resolved")
+    if after is None:
+        return error(400, "bad request", "after must be an incident id")
     query = select(incidents).order_by(incidents.c.id.desc()).limit(limit)
     if state:
         query = query.where(incidents.c.state == state)
+    if service:
+        # No service name holds a NUL (the webhook refuses them); PostgreSQL could not compare.
+        query = query.where(incidents.c.root_service == service.replace("\x00", "\ufffd"))
+    if after < MAX_ID:
+        query = query.where(incidents.c.id < after)
     with reading(responder_of(current_app).journal.engine) as conn:
         rows = conn.execute(query).all()
-    found = [_incident(row, False) for row in rows]
-    if service:
-        found = [i for i in found if i["root_cause"] and i["root_cause"]["service"] == service]
-    return jsonify(incidents=found), 200
+        summaries = repository.read_summaries(conn, rows)
+    found = [_incident(row, summaries[int(row.id)]) for row in rows]
+    return jsonify(incidents=found,
+                   next_after=found[-1]["id"] if len(found) == limit else None), 200
 
 
-@blueprint.get("/api/v1/incidents/<int:incident_id>")
+@blueprint.get("/api/v1/incidents/<int(max=9223372036854775807):incident_id>")
 def get_incident(incident_id: int) -> tuple[Response, int]:
+    """One incident's summary, its actions, and its first 100 alerts by fingerprint
+    (``alerts_next_after``: where ``.../alerts?after=`` continues, null when that was all)."""
     engine = responder_of(current_app).journal.engine
     with reading(engine) as conn:
         row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).first()
         if row is None:
             return error(404, "not found", f"no incident {incident_id}")
-        document = _incident(row, True)
+        document = _incident(row, repository.read_summaries(conn, [row])[incident_id])
+        alerts = repository.alerts_page(conn, incident_id, row.alerts, after=None,
+                                        limit=DETAIL_ALERTS)
+        document["alerts"] = alerts
+        document["alerts_next_after"] = (alerts[-1]["fingerprint"]
+                                         if len(alerts) == DETAIL_ALERTS else None)
         document["actions"] = [
             {key: value for key, value in action.items() if key not in {"lease_owner",
                                                                           "lease_expires"}}
             | {"alert": json.loads(action["alert"])}
             for action in repository.actions_of(conn, incident_id)]
     return jsonify(document), 200
+
+
+@blueprint.get("/api/v1/incidents/<int(max=9223372036854775807):incident_id>/alerts")
+def get_incident_alerts(incident_id: int) -> tuple[Response, int]:
+    """The incident's alerts (the latest event of each), by fingerprint, ``limit`` at a time
+    after the fingerprint ``after``; ``status=firing|resolved`` keeps those."""
+    limit = _limit()
+    status = request.args.get("status")
+    if limit is None or status not in {None, "firing", "resolved"}:
+        return error(400, "bad request", "limit must be 1..1000 and status firing|resolved")
+    engine = responder_of(current_app).journal.engine
+    with reading(engine) as conn:
+        row = conn.execute(select(incidents.c.alerts).where(
+            incidents.c.id == incident_id)).first()
+        if row is None:
+            return error(404, "not found", f"no incident {incident_id}")
+        after = request.args.get("after")
+        # No fingerprint holds a NUL: the fingerprints after "a<NUL>..." are those after "a".
+        alerts = repository.alerts_page(conn, incident_id, row.alerts,
+                                        after=None if after is None else after.split("\x00")[0],
+                                        limit=limit, status=status)
+    return jsonify(incident=incident_id, alerts=alerts,
+                   next_after=alerts[-1]["fingerprint"] if len(alerts) == limit else None), 200
 
 
 @blueprint.get("/api/v1/memory")
