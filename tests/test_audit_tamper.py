@@ -1,9 +1,9 @@
 """The audit log on a real store: tampering of every kind is caught at the first bad seq.
 
 A chain of 200 entries, appended 20 per transaction with a signed checkpoint every 10 entries
-(so after every transaction), is built once and copied for each test, which then tampers with
-it directly in SQL, as someone with write access to the database could. Tests that take the
-``store_url`` fixture run on SQLite and on PostgreSQL.
+(so after every transaction, each also recorded in the store), is built once and copied for
+each test, which then tampers with it directly in SQL, as someone with write access to the
+database could. Tests that take the ``store_url`` fixture run on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from monitoriza.audit.chain import GENESIS, StoredRow, canonical_stored, entry_hash, link
-from monitoriza.audit.checkpoints import Checkpoints, load_public_key, public_key_path
+from monitoriza.audit.checkpoints import (
+    Checkpoints,
+    key_fingerprint,
+    load_public_key,
+    public_key_path,
+)
 from monitoriza.audit.commands import export_command, parse_since, verify_command
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import Config, config_from_data
-from monitoriza.store import audit, create_store
+from monitoriza.store import audit, audit_checkpoints, create_store
 
 ENTRIES = 200
 PER_TRANSACTION = 20
@@ -68,6 +73,7 @@ def append_entries(log: AuditLog, engine: Engine, first: int, count: int) -> Non
 class Template:
     root: Path  # the keys and the checkpoint file
     rows: list[dict[str, Any]]  # the audit table
+    recorded: list[dict[str, Any]]  # the audit_checkpoints table
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +86,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         append_entries(AuditLog.from_config(engine, config.responder.audit), engine, 1, ENTRIES)
         with engine.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(select(audit))]
+            recorded = [dict(row._mapping) for row in conn.execute(select(audit_checkpoints))]
     finally:
         engine.dispose()
     (root / "store.db").unlink()
-    return Template(root, rows)
+    return Template(root, rows, recorded)
 
 
 @dataclass
@@ -121,6 +128,9 @@ def store(template: Template, tmp_path: Path, store_url: str) -> Iterator[Store]
     try:
         with engine.begin() as conn:
             conn.execute(insert(audit), template.rows)
+            conn.execute(insert(audit_checkpoints), [
+                {**row, "checkpoint_file": str(root / "checkpoints.jsonl")}
+                for row in template.recorded])
         yield Store(root, config, engine, AuditLog.from_config(engine, config.responder.audit))
     finally:
         engine.dispose()
@@ -453,18 +463,22 @@ class TestCommands:
     """``monitoriza audit verify`` and ``export``."""
 
     def test_verify_ok(self, store: Store) -> None:
-        """An intact log prints one OK line and exits 0."""
+        """An intact log prints an OK line and the signing key's fingerprint, and exits 0."""
         out = io.StringIO()
         assert verify_command(store.config, out) == 0
-        assert out.getvalue() == "audit chain OK: 200 entries, head seq 200, 10 checkpoints\n"
+        assert store.log.checkpoints is not None
+        assert out.getvalue() == (
+            "audit chain OK: 200 entries, head seq 200, 10 checkpoints\n"
+            f"signing key {key_fingerprint(store.log.checkpoints.public_key)} "
+            f"({store.root / 'signing.pem'})\n")
 
     def test_verify_broken(self, store: Store) -> None:
         """A tampered log prints where it broke and exits 1."""
         store.set(17, kind="edited")
         out = io.StringIO()
         assert verify_command(store.config, out) == 1
-        assert out.getvalue() == (
-            "audit chain BROKEN at seq 17: entry 17: hash does not match its contents\n")
+        assert out.getvalue().splitlines()[0] == (
+            "audit chain BROKEN at seq 17: entry 17: hash does not match its contents")
 
     def test_verify_with_the_public_key_only(self, store: Store) -> None:
         """Without the private key, verify uses the public key and creates no new key."""

@@ -9,6 +9,12 @@ The file holds one JSON line per checkpoint, ``{"hash", "seq", "signature", "ts"
 signature in base64. Several responder processes may append, so every write happens under an
 exclusive ``flock`` and is fsynced. Auditors verify with only the public key, which
 :func:`write_public_key` puts next to the private one (``<private>.pub``).
+
+The file alone can be deleted or shortened along with the store, so the store also records
+every checkpoint written (table ``audit_checkpoints``, with the signing key's fingerprint):
+:func:`compare_recorded` fails when a recorded checkpoint is missing from the file or differs,
+or was signed by another key. A key is named by :func:`key_fingerprint`, ``SHA256:`` and the
+unpadded base64 of the SHA-256 of its 32 raw bytes, which an operator can pin.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -110,13 +117,38 @@ def checkpoint_due(last: Checkpoint | None, head_seq: int, now: datetime, *, eve
     return new >= 1 and (written is None or (now - written).total_seconds() >= interval)
 
 
+def key_fingerprint(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """``SHA256:`` and the unpadded base64 of the SHA-256 of the raw 32-byte public key."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+
+
+def parse_fingerprint(text: str) -> str:
+    """``text`` as a key fingerprint; ValueError when it is not one."""
+    body = text.strip().removeprefix("SHA256:")
+    try:
+        digest = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except binascii.Error:
+        digest = b""
+    if not text.strip().startswith("SHA256:") or len(digest) != hashlib.sha256().digest_size:
+        raise ValueError(f"{text!r} is not a key fingerprint (expected SHA256: and 43 base64 "
+                         "characters, as audit verify prints)")
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
 @dataclass(frozen=True, slots=True)
 class CheckpointReport:
-    """The checkpoints whose signatures verify, and the first problem with the file."""
+    """The checkpoints whose signatures verify, and the first problem with the file.
+
+    ``lines`` maps each verified checkpoint's seq to its (first) line number in the file.
+    """
 
     checkpoints: list[Checkpoint]
     problem: str | None
     anchors: dict[int, str]
+    lines: dict[int, int] = field(default_factory=dict)
+    exists: bool = True  # False when the file is missing
 
 
 def check(lines: Iterable[str], key: Ed25519PublicKey) -> CheckpointReport:
@@ -124,6 +156,7 @@ def check(lines: Iterable[str], key: Ed25519PublicKey) -> CheckpointReport:
     checkpoints disagreeing about one seq is the problem reported."""
     valid: list[Checkpoint] = []
     anchors: dict[int, str] = {}
+    numbers: dict[int, int] = {}
     problems: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -138,11 +171,76 @@ def check(lines: Iterable[str], key: Ed25519PublicKey) -> CheckpointReport:
                             "does not verify (another key, or the checkpoint was altered)")
             continue
         known = anchors.setdefault(checkpoint.seq, checkpoint.hash)
+        numbers.setdefault(checkpoint.seq, number)
         if known != checkpoint.hash:
             problems.append(f"checkpoint file line {number}: two signed checkpoints disagree "
                             f"about seq {checkpoint.seq} (the log was forked)")
         valid.append(checkpoint)
-    return CheckpointReport(valid, problems[0] if problems else None, anchors)
+    return CheckpointReport(valid, problems[0] if problems else None, anchors, numbers)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A checkpoint as the store recorded it when it was written to the file."""
+
+    seq: int
+    hash: str
+    ts: str
+    key_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """Where the store's record of checkpoints and the checkpoint file part ways."""
+
+    seq: int
+    reason: str
+
+
+def compare_recorded(  # noqa: PLR0911 - one return per way the file can differ
+    recorded: Iterable[Recorded], report: CheckpointReport | None, path: str | Path,
+    fingerprint: str | None,
+) -> Mismatch | None:
+    """The first recorded checkpoint (in seq order) that the file does not hold as recorded.
+
+    ``report`` is None when the file could not be read at all (it and both keys are
+    missing); ``fingerprint`` is that of the key checking the file. Checkpoints in the file
+    that the store does not record are fine: a store of an earlier release recorded none, and
+    a process may stop between writing the file and recording it.
+    """
+    ordered = sorted(recorded, key=lambda record: record.seq)
+    if not ordered:
+        return None
+    last = ordered[-1]
+    if report is None or not report.checkpoints:
+        state = ("is missing" if report is None or not report.exists
+                 else "holds no valid checkpoint")
+        return Mismatch(ordered[0].seq, (
+            f"checkpoint file {path} {state}, but the store records {len(ordered)} "
+            f"checkpoints up to seq {last.seq} (written at {last.ts}); the file was deleted "
+            "or replaced"))
+    for record in ordered:
+        if fingerprint is not None and record.key_fingerprint != fingerprint:
+            return Mismatch(record.seq, (
+                f"the checkpoint at seq {record.seq} was signed with key "
+                f"{record.key_fingerprint}, as the store records, but {path} is checked with "
+                f"key {fingerprint}; the checkpoints were re-signed with another key"))
+        found = report.anchors.get(record.seq)
+        if found is None:
+            file_last = max(report.anchors)
+            if file_last < record.seq:
+                return Mismatch(record.seq, (
+                    f"checkpoint file {path} ends at seq {file_last} (line "
+                    f"{report.lines[file_last]}), but the store records a checkpoint at seq "
+                    f"{record.seq} (written at {record.ts}); the file was shortened"))
+            return Mismatch(record.seq, (
+                f"checkpoint file {path} has no checkpoint at seq {record.seq} (written at "
+                f"{record.ts}, as the store records); lines were removed from the file"))
+        if found != record.hash:
+            return Mismatch(record.seq, (
+                f"checkpoint file {path} line {report.lines[record.seq]} (seq {record.seq}) "
+                "differs from the checkpoint the store recorded; the file was rewritten"))
+    return None
 
 
 def _last_line(handle: IO[bytes]) -> Checkpoint | None:
@@ -157,8 +255,11 @@ def _last_line(handle: IO[bytes]) -> Checkpoint | None:
 class Checkpoints:
     """The checkpoint file at ``path``, signed with a private key or checked with a public one."""
 
-    def __init__(self, path: str | Path, key: Ed25519PrivateKey | Ed25519PublicKey) -> None:
+    def __init__(self, path: str | Path, key: Ed25519PrivateKey | Ed25519PublicKey, *,
+                 key_file: str | Path | None = None) -> None:
+        """``key_file`` says where ``key`` came from, for messages."""
         self.path = Path(path)
+        self.key_file = Path(key_file) if key_file is not None else None
         self._private = key if isinstance(key, Ed25519PrivateKey) else None
         self.public_key = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
 
@@ -214,7 +315,7 @@ class Checkpoints:
             with self._locked("rb", fcntl.LOCK_SH) as handle:
                 text = handle.read().decode(errors="replace")
         except FileNotFoundError:
-            return CheckpointReport([], None, {})
+            return CheckpointReport([], None, {}, exists=False)
         except OSError as exc:
             raise CheckpointError(f"cannot read checkpoint file {self.path}: {exc}") from None
         return check(text.splitlines(), self.public_key)

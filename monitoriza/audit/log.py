@@ -13,12 +13,17 @@ hold the write lock for the whole scan), elsewhere an ordinary read transaction.
 
 Checkpoints are written by :meth:`AuditLog.maybe_checkpoint`, which the caller runs after its
 transaction commits (a checkpoint of an entry that is then rolled back would read as a
-truncation) and from time to time, so that ``checkpoint_interval`` is honoured when idle.
+truncation) and from time to time, so that ``checkpoint_interval`` is honoured when idle, and
+by :meth:`AuditLog.checkpoint` on a graceful stop, so that no entry is left unanchored. Each
+checkpoint written to the file is then recorded in the store (``audit_checkpoints``), and
+:meth:`AuditLog.verify` fails when the file lacks or contradicts a recorded one: deleting or
+shortening the file is no longer a way to make a truncation unseen.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import replace
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Select, func, insert, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from monitoriza.audit.chain import (
     GENESIS,
@@ -45,14 +51,19 @@ from monitoriza.audit.checkpoints import (
     CheckpointError,
     CheckpointReport,
     Checkpoints,
+    Recorded,
     checkpoint_due,
+    compare_recorded,
+    key_fingerprint,
     load_private_key,
     load_public_key,
     public_key_path,
     write_public_key,
 )
 from monitoriza.config.schema import Audit as AuditConfig
-from monitoriza.store import audit, serialize
+from monitoriza.store import audit, audit_checkpoints, reading, serialize
+
+log = logging.getLogger(__name__)
 
 BATCH = 10_000
 _COLUMNS = (audit.c.seq, audit.c.ts, audit.c.kind, audit.c.data, audit.c.prev, audit.c.hash)
@@ -77,19 +88,26 @@ def read_hmac_key(path: str | Path) -> bytes:
     return key
 
 
-def _open_checkpoints(config: AuditConfig, *, read_only: bool) -> Checkpoints | None:
+def _open_checkpoints(config: AuditConfig, *, read_only: bool,
+                      public_key: str | Path | None = None) -> Checkpoints | None:
     """Signing checkpoints needs the private key (made if missing, unless ``read_only``);
-    checking them needs only the public key, so an auditor may have just that."""
+    checking them needs only the public key, so an auditor may have just that, or name
+    another (``public_key``) instead of the one next to the private key."""
     private_path = Path(config.signing_key_file)
+    if public_key is not None:
+        return Checkpoints(config.checkpoint_file, load_public_key(public_key),
+                           key_file=public_key)
     if not read_only:
         key = load_private_key(private_path, create=True)
         write_public_key(key, private_path)
-        return Checkpoints(config.checkpoint_file, key)
+        return Checkpoints(config.checkpoint_file, key, key_file=private_path)
     if private_path.exists():
-        return Checkpoints(config.checkpoint_file, load_private_key(private_path))
+        return Checkpoints(config.checkpoint_file, load_private_key(private_path),
+                           key_file=private_path)
     public_path = public_key_path(private_path)
     if public_path.exists():
-        return Checkpoints(config.checkpoint_file, load_public_key(public_path))
+        return Checkpoints(config.checkpoint_file, load_public_key(public_path),
+                           key_file=public_path)
     checkpoint_file = Path(config.checkpoint_file)
     if checkpoint_file.exists() and checkpoint_file.stat().st_size > 0:
         raise CheckpointError(f"cannot check {checkpoint_file}: neither the signing key "
@@ -102,9 +120,17 @@ class AuditLog:
 
     def __init__(self, engine: Engine, *, hmac_key: bytes | None,
                  checkpoints: Checkpoints | None, checkpoint_every: int = 100,
-                 checkpoint_interval: float = 60.0) -> None:
+                 checkpoint_interval: float = 5.0,
+                 checkpoint_file: str | Path | None = None) -> None:
+        """``checkpoint_file`` names the file when ``checkpoints`` is None because neither it
+        nor a key exists: then checkpoints the store records still make verification fail.
+        Without either, verification checks the chain alone."""
         self.engine = engine
         self.checkpoints = checkpoints
+        self.checkpoint_file = checkpoints.path if checkpoints is not None else (
+            Path(checkpoint_file) if checkpoint_file is not None else None)
+        self.key_fingerprint = (key_fingerprint(checkpoints.public_key)
+                                if checkpoints is not None else None)
         self._key = hmac_key
         self._every = checkpoint_every
         self._interval = checkpoint_interval
@@ -112,14 +138,17 @@ class AuditLog:
         self._known: tuple[int, datetime] | None = None
 
     @classmethod
-    def from_config(cls, engine: Engine, config: AuditConfig, *,
-                    read_only: bool = False) -> AuditLog:
-        """The log as ``config`` describes it; ``read_only`` creates no key (for auditors)."""
+    def from_config(cls, engine: Engine, config: AuditConfig, *, read_only: bool = False,
+                    public_key: str | Path | None = None) -> AuditLog:
+        """The log as ``config`` describes it; ``read_only`` creates no key (for auditors),
+        ``public_key`` checks the checkpoints with that key file (and signs none)."""
         key = read_hmac_key(config.hmac_key_file) if config.hmac_key_file else None
         return cls(engine, hmac_key=key,
-                   checkpoints=_open_checkpoints(config, read_only=read_only),
+                   checkpoints=_open_checkpoints(config, read_only=read_only,
+                                                 public_key=public_key),
                    checkpoint_every=config.checkpoint_every,
-                   checkpoint_interval=config.checkpoint_interval)
+                   checkpoint_interval=config.checkpoint_interval,
+                   checkpoint_file=config.checkpoint_file)
 
     # Writing, inside the caller's transaction.
 
@@ -224,18 +253,59 @@ class AuditLog:
                 yield AuditEntry.from_row(cast(StoredRow, tuple(row)))
 
     def verify(self) -> VerifyResult:
-        """Verify every entry, and the chain against the signed checkpoints.
+        """Verify every entry, the chain against the signed checkpoints, and the checkpoint
+        file against the checkpoints the store recorded.
 
-        The checkpoint file is read before the entries: checkpoints are written only after
-        their entries commit, so none read first can be ahead of the snapshot scanned next.
+        The store's record is read first, then the file, then the entries: a checkpoint is
+        recorded only after it is in the file, and written only after its entries commit, so
+        nothing read earlier can be ahead of what is read later. Problems are reported in that
+        order of precedence: a bad entry, a bad line in the file, a recorded checkpoint the
+        file lacks or contradicts.
         """
+        recorded = self.recorded_checkpoints() if self.checkpoint_file is not None else []
         report = (self.checkpoints.read() if self.checkpoints is not None
-                  else CheckpointReport([], None, {}))
+                  else CheckpointReport([], None, {}, exists=self.checkpoint_file is not None
+                                        and self.checkpoint_file.exists()))
         with contextlib.closing(self._chain_rows()) as rows:
             result = verify_chain(rows, self._key, checkpoints=report.anchors)
         if result.ok and report.problem is not None:
             result = replace(result, ok=False, reason=report.problem)
+        if result.ok and self.checkpoint_file is not None:
+            mismatch = compare_recorded(recorded, report, self.checkpoint_file,
+                                        self.key_fingerprint)
+            if mismatch is not None:
+                result = replace(result, ok=False, reason=mismatch.reason)
         return replace(result, checkpoints=len(report.checkpoints))
+
+    def recorded_checkpoints(self) -> list[Recorded]:
+        """The checkpoints the store recorded as written to this log's file, in seq order."""
+        table = audit_checkpoints.c
+        stmt = (select(table.seq, table.hash, table.ts, table.key_fingerprint)
+                .where(table.checkpoint_file == str(self.checkpoint_file)).order_by(table.seq))
+        with reading(self.engine) as conn:
+            return [Recorded(int(seq), str(digest), str(ts), str(fingerprint))
+                    for seq, digest, ts, fingerprint in conn.execute(stmt)]
+
+    def recorded_elsewhere(self) -> list[tuple[str, int, int]]:
+        """``(file, checkpoints, last seq)`` of every other checkpoint file the store records
+        (replicas on other hosts, each with its own file), which this log does not check."""
+        table = audit_checkpoints.c
+        stmt = (select(table.checkpoint_file, func.count(), func.max(table.seq))
+                .where(table.checkpoint_file != str(self.checkpoint_file))
+                .group_by(table.checkpoint_file).order_by(table.checkpoint_file))
+        with reading(self.engine) as conn:
+            return [(str(path), int(count), int(last))
+                    for path, count, last in conn.execute(stmt)]
+
+    def hashes(self, seqs: list[int]) -> dict[int, str]:
+        """The stored hash of each of ``seqs`` that exists."""
+        found: dict[int, str] = {}
+        with reading(self.engine) as conn:
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start:start + 500]
+                found.update((int(seq), str(digest)) for seq, digest in conn.execute(
+                    select(audit.c.seq, audit.c.hash).where(audit.c.seq.in_(chunk))))
+        return found
 
     def _chain_rows(self) -> Generator[Any, None, None]:
         """Every row in seq order; on text that is not UTF-8, read again tolerantly from
@@ -286,6 +356,23 @@ class AuditLog:
             return due(last, seq)
 
         written = self.checkpoints.append(seq, digest, now=moment, when=decide)
-        if written is not None:
-            self._known = (seq, moment)
-        return written is not None
+        if written is None:
+            return False
+        self._known = (seq, moment)
+        self._record(written)
+        return True
+
+    def _record(self, checkpoint: Checkpoint) -> None:
+        """Record in the store a checkpoint now in the file; a failure only loses the record
+        (verification asks the file to hold what the store records, not the reverse)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(audit_checkpoints).values(
+                    checkpoint_file=str(self.checkpoint_file), seq=checkpoint.seq,
+                    hash=checkpoint.hash, ts=checkpoint.ts,
+                    key_fingerprint=self.key_fingerprint))
+        except IntegrityError:
+            pass  # already recorded (the same head checkpointed again)
+        except SQLAlchemyError:
+            log.warning("audit checkpoint at seq %d is in %s but could not be recorded in the "
+                        "store", checkpoint.seq, self.checkpoint_file, exc_info=True)

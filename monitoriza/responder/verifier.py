@@ -19,6 +19,7 @@ class AuditVerifier:
         self.metrics = metrics
         self.interval = interval
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def verify(self) -> bool:
         result = self.audit.verify()
@@ -29,10 +30,14 @@ class AuditVerifier:
         return result.ok
 
     def start(self) -> None:
-        threading.Thread(target=self._loop, name="audit-verifier", daemon=True).start()
+        self._thread = threading.Thread(target=self._loop, name="audit-verifier", daemon=True)
+        self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop and wait for a verification under way (up to ``timeout``)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
