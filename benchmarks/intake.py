@@ -1,6 +1,6 @@
 """Webhook intake: throughput and acknowledgement latency of the real responder.
 
-The responder runs as users run it (``monitoriza responder``: gunicorn, SQLite in WAL mode
+The responder runs as users run it (``monitoriza responder``: waitress, SQLite in WAL mode
 with ``synchronous=FULL``). Clients in separate processes post Alertmanager notifications
 (one alert each, every one new) and time each acknowledgement:
 

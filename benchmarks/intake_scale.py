@@ -1,7 +1,7 @@
 """Webhook intake with responder replicas on one PostgreSQL, against one replica on SQLite.
 
 Each configuration runs the real responder as users run it (``monitoriza responder --config
-FILE``: gunicorn, one process, 32 request threads), started fresh on an empty store:
+FILE``: waitress, one process), started fresh on an empty store:
 
 - **sqlite x1** — the baseline, as ``benchmarks/intake.py`` measures it (WAL,
   ``synchronous=FULL``);
@@ -262,7 +262,7 @@ def wait_ready(replica: Replica) -> None:
 
 
 def stop_replica(replica: Replica) -> None:
-    """SIGTERM by PID (gunicorn's graceful stop), SIGKILL if it does not exit in time."""
+    """SIGTERM by PID (the graceful stop), SIGKILL if it does not exit in time."""
     process = replica.process
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)

@@ -1,7 +1,7 @@
 """Responder replicas on one PostgreSQL database, behind a clustered Alertmanager HA pair.
 
 Everything is real: the session PostgreSQL server (a fresh database per test), responder
-replicas as ``monitoriza responder`` runs them (gunicorn), ``prometheus-alertmanager`` 0.25
+replicas as ``monitoriza responder`` runs them (waitress), ``prometheus-alertmanager`` 0.25
 in a gossip cluster, and an HTTP target that records what the healing actions did to it.
 """
 

@@ -14,6 +14,7 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from monitoriza.responder.auth import authorized
 from monitoriza.responder.errors import error
@@ -24,6 +25,32 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("intake", __name__)
 
 
+def read_body(limit: int) -> bytes:
+    """The request body; RequestEntityTooLarge past ``limit`` bytes, chunked or not.
+
+    With a Content-Length werkzeug refuses a body over the limit before reading it. A chunked
+    body has none; werkzeug then stops reading *at* the limit and hands back the first
+    ``limit`` bytes as if they were all, which reads as bad JSON (400). So read one byte past
+    the limit from the server's terminated stream and refuse when it arrives."""
+    too_large = RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)
+    stream = request.environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(65_536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise too_large
+    return b"".join(chunks)
+
+
 @blueprint.post("/api/v1/alerts")
 def receive_alerts() -> tuple[Response, int]:
     started = time.perf_counter()
@@ -32,7 +59,7 @@ def receive_alerts() -> tuple[Response, int]:
         return error(401, "unauthorized", "a valid bearer token is required")
     if request.mimetype != "application/json":
         return error(415, "unsupported media type", "the body must be application/json")
-    body = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH, as JSON
+    body = read_body(current_app.config["MAX_CONTENT_LENGTH"])  # 413 past it, as JSON
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):

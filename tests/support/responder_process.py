@@ -1,4 +1,4 @@
-"""``monitoriza responder`` as users run it: gunicorn, in its own processes."""
+"""``monitoriza responder`` as users run it: waitress, in its own process."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.support.responder import TOKEN
 
 
 class ResponderProcess:
-    """A responder (gunicorn master and its worker) on a free port; stopped by PID."""
+    """A responder (one process, and any children it starts) on a free port; stopped by PID."""
 
     def __init__(self, directory: Path, *, port: int | None = None,
                  services: dict[str, Any] | None = None, **responder: Any) -> None:
@@ -58,7 +58,7 @@ class ResponderProcess:
             return False
 
     def pids(self) -> list[int]:
-        """The master and every child (the gunicorn worker)."""
+        """The process and every child it started (none today; kept for crash tests)."""
         if self.process is None or self.process.poll() is not None:
             return []
         try:
@@ -109,6 +109,6 @@ def responder_process(tmp_path: Path) -> Iterator[ResponderFactory]:
         return process
 
     yield start
-    # Side by side: each waits for its gunicorn to shut down gracefully.
+    # Side by side: each waits for its server to shut down gracefully.
     with ThreadPoolExecutor(max_workers=max(1, len(started))) as pool:
         list(pool.map(ResponderProcess.stop, started))
