@@ -27,6 +27,8 @@ bench: bootstrap
 	$(PY) benchmarks/scrape.py
 	$(PY) benchmarks/intake.py
 	$(PY) benchmarks/intake_scale.py
+	$(PY) benchmarks/slow_clients.py
+	$(PY) benchmarks/storm.py
 	$(PY) benchmarks/audit.py
 	$(PY) benchmarks/forecast_speed.py
 	$(PY) benchmarks/forecast_eval.py

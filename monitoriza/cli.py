@@ -15,7 +15,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__
-from monitoriza.audit.commands import export_command, verify_command
+from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import ListenAddress
 from monitoriza.durations import parse_duration
@@ -84,7 +84,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _print_config_errors(args.config, exc)
         return EXIT_USAGE
     if args.audit_command == "verify":
-        return verify_command(config)
+        return verify_command(config, options=VerifyOptions(
+            public_key=args.public_key, key_fingerprint=args.key_fingerprint,
+            prometheus=args.prometheus, lookback=args.prometheus_lookback,
+            selector=args.prometheus_selector))
     return export_command(config, args.since, sys.stdout)
 
 
@@ -139,6 +142,19 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
     return lint_command(args.config, args.alertmanager, args.rules, args.prometheus,
                         sys.stdout, output_format=args.format)
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from monitoriza.responder import dead_letter_commands as journal  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_errors(args.config, exc)
+        return EXIT_USAGE
+    if args.journal_command == "dead-letters":
+        return journal.dead_letters_command(config, as_json=args.json)
+    return journal.replay_command(config, None if args.all else args.ids)
 
 
 def cmd_demo_serve(args: argparse.Namespace) -> int:
@@ -199,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify = audit_commands.add_parser(
         "verify", help="check every entry and the signed checkpoints; exit 1 if broken")
     verify.add_argument("--config", type=Path, required=True, metavar="FILE")
+    verify.add_argument("--public-key", type=Path, metavar="FILE",
+                        help="check the checkpoints with this public key (PEM) instead of the "
+                             "one next to the signing key")
+    verify.add_argument("--key-fingerprint", metavar="FP",
+                        help="fail unless the key in use has this fingerprint (SHA256:...)")
+    verify.add_argument("--prometheus", metavar="URL",
+                        help="compare the chain with the heads this Prometheus scraped")
+    verify.add_argument("--prometheus-lookback", type=_duration, default=30 * 86400.0,
+                        metavar="DURATION", help="how far back to read (default 30d)")
+    verify.add_argument("--prometheus-selector", default="", metavar="MATCHERS",
+                        help='label matchers for the responder\'s series, e.g. job="responder"')
     verify.set_defaults(handler=cmd_audit)
     export = audit_commands.add_parser("export", help="print entries as JSON lines")
     export.add_argument("--config", type=Path, required=True, metavar="FILE")
@@ -234,7 +261,31 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=cmd_rules_render)
     _add_stack_commands(commands)
     _add_readiness_commands(commands)
+    _add_journal_commands(commands)
     return parser
+
+
+def _add_journal_commands(
+        commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``journal dead-letters`` and ``journal replay``."""
+    from monitoriza.responder.dead_letter_commands import journal_id  # noqa: PLC0415
+
+    journal = commands.add_parser("journal", help="the responder's journal: dead letters")
+    journal_commands = journal.add_subparsers(dest="journal_command", required=True,
+                                              metavar="COMMAND")
+    dead = journal_commands.add_parser(
+        "dead-letters", help="list the alerts given up after failing every attempt")
+    dead.add_argument("--config", type=Path, required=True, metavar="FILE")
+    dead.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead.set_defaults(handler=cmd_journal)
+    replay = journal_commands.add_parser(
+        "replay", help="put dead letters back to be processed (after fixing the cause)")
+    replay.add_argument("--config", type=Path, required=True, metavar="FILE")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="ids", type=journal_id, action="append", metavar="N",
+                       help="a journal id (repeat for several)")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    replay.set_defaults(handler=cmd_journal)
 
 
 def _add_readiness_commands(

@@ -2,7 +2,7 @@
 
 SQLite (the default) runs in WAL mode with ``synchronous=FULL``, so a commit survives a power
 cut, and every write transaction starts with ``BEGIN IMMEDIATE``, so concurrent writers (threads
-or gunicorn workers) queue on the database lock instead of failing half-way. PostgreSQL is
+or responder processes) queue on the database lock instead of failing half-way. PostgreSQL is
 chosen by URL; the schema is the same, and so is the behaviour: a :func:`writing` transaction
 first takes a transaction-scoped advisory lock, so those that read, decide and write (the
 journal worker, the healer, audit appends) still take turns, as on SQLite, in every process
@@ -72,7 +72,7 @@ journal = Table(
     Column("processed_at", Float),
     Column("outcome", _string(64)),
     # Failed processing: the row is not claimed again before ``next_attempt_at``; after
-    # ``dead_letter_after`` attempts its state becomes ``dead`` with ``last_error`` kept.
+    # ``responder.max_attempts`` attempts its state becomes ``dead`` with ``last_error`` kept.
     Column("next_attempt_at", Float),
     Column("last_error", Text),
     # On PostgreSQL a btree entry holds at most ~2.7 kB, and receiver and groupKey may each be
@@ -121,9 +121,12 @@ audit = Table(
 
 
 # What was checkpointed, as the store remembers it: the checkpoint file is kept outside the
-# store, and a file deleted or shortened behind the responder's back must not verify.
+# store, and a file deleted or shortened behind the responder's back must not verify. Keyed
+# by the file as configured (``audit.checkpoint_file``), so that replicas on separate hosts,
+# each with its own file, are each held to what they wrote.
 audit_checkpoints = Table(
     "audit_checkpoints", metadata,
+    Column("checkpoint_file", _string(1024), primary_key=True),
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("hash", _string(64), nullable=False),
     Column("ts", _string(40), nullable=False),
@@ -151,21 +154,41 @@ incidents = Table(
 )
 Index("incidents_state", incidents.c.state)
 
-# Each alert of an incident: the latest event of one fingerprint, one row per alert.
+# Each alert of an incident: the latest event of one fingerprint, one row per alert. ``kind``
+# is the SHA-256 of the alert's kind (service, alertname, component, severity; see
+# monitoriza.healing.repository): label values may be 64 kB, more than a PostgreSQL btree
+# entry holds, so the indexes name kinds by hash. They answer in one index probe what a
+# kind's tally cannot keep: the earliest onset and the latest receipt left when its extreme
+# alert resolves; and which open incident holds a fingerprint.
 incident_alerts = Table(
     "incident_alerts", metadata,
     Column("incident_id", Integer, primary_key=True, autoincrement=False),
     Column("fingerprint", _string(64), primary_key=True),
     Column("service", _string(255)),
     Column("alertname", _string(255), nullable=False),
+    Column("component", _string(255)),
     Column("severity", _string(16)),
+    Column("kind", _string(64)),  # always written (nullable: added in place to 777f52c's table)
     Column("status", _string(16), nullable=False),
     Column("starts_at", Float, nullable=False),
     Column("received_at", Float, nullable=False),
     Column("event", Text, nullable=False),  # the AlertEvent as JSON
 )
-Index("incident_alerts_status", incident_alerts.c.incident_id, incident_alerts.c.status,
-      incident_alerts.c.service)
+Index("incident_alerts_fingerprint", incident_alerts.c.fingerprint, incident_alerts.c.incident_id)
+Index("incident_alerts_onset", incident_alerts.c.incident_id, incident_alerts.c.status,
+      incident_alerts.c.kind, incident_alerts.c.starts_at)
+Index("incident_alerts_receipt", incident_alerts.c.incident_id, incident_alerts.c.status,
+      incident_alerts.c.kind, incident_alerts.c.received_at)
+
+# What correlation decides on, per incident: a tally per kind of alert and status (count,
+# earliest onset, latest receipt) as JSON, bounded by the kinds, whatever the alerts' number.
+incident_summaries = Table(
+    "incident_summaries", metadata,
+    Column("incident_id", Integer, primary_key=True, autoincrement=False),
+    Column("firing", Integer, nullable=False),
+    Column("resolved", Integer, nullable=False),
+    Column("tallies", Text, nullable=False),
+)
 
 # Healing actions: decided in the journal transaction, executed by the healer at most once.
 actions = Table(

@@ -1,4 +1,5 @@
-"""The responder as deployed: gunicorn processes, a real Alertmanager posting to it, crashes."""
+"""The responder as deployed (`monitoriza responder` processes), a real Alertmanager posting
+to it, crashes."""
 
 from __future__ import annotations
 
@@ -123,14 +124,16 @@ class TestCrashSafety:
     """kill -9 while notifications arrive: every acknowledged one is processed exactly once."""
 
     def test_kill_9_during_intake(self, responder_process: ResponderFactory) -> None:
-        """1,000 notifications from 8 clients; the responder is SIGKILLed after ~300 acks and
-        restarted; clients retry what was not acknowledged, as Alertmanager does."""
+        """1,000 notifications from 8 clients; the responder is SIGKILLed three times (after
+        ~250, ~500 and ~750 acks) and restarted each time; clients retry what was not
+        acknowledged, as Alertmanager does."""
         responder = responder_process(lease="1s")
         template = fixture_json("firing_single.json")
         acked: set[str] = set()
         lock = threading.Lock()
-        crashed = threading.Event()
-        restarted = threading.Event()
+        kill_after = (250, 500, 750)
+        kill_due = [threading.Event() for _ in kill_after]
+        retry_pause = threading.Event()  # never set: a 50 ms pause between a client's retries
 
         def notification(index: int) -> str:
             body = json.loads(json.dumps(template))
@@ -149,21 +152,22 @@ class TestCrashSafety:
                     if response.status_code == 200:
                         with lock:
                             acked.add(f"{index:016x}")
-                            if len(acked) >= 300 and not crashed.is_set():
-                                crashed.set()
+                            for threshold, due in zip(kill_after, kill_due, strict=True):
+                                if len(acked) >= threshold:
+                                    due.set()
                         session.close()
                         return
                 except requests.RequestException:
                     pass
-                restarted.wait(0.05)
+                retry_pause.wait(0.05)
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             futures = [pool.submit(send, index) for index in range(1000)]
-            assert crashed.wait(60)
-            responder.kill9()
-            assert responder.pids() == []
-            responder.start()
-            restarted.set()
+            for due in kill_due:
+                assert due.wait(90)
+                responder.kill9()
+                assert responder.pids() == []
+                responder.start()
             for future in futures:
                 future.result(timeout=120)
 

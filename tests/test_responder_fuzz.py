@@ -7,20 +7,24 @@ kept in the repository), hypothesis generates arbitrary JSON and headers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import schemathesis
+import yaml
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import ignored_auth
+from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
 from monitoriza.responder.app import create_app
 from monitoriza.responder.state import responder_of
 from tests.support.responder import TOKEN, counts, fixture_json, responder_config
+
+OPENAPI = Path(__file__).parent.parent / "monitoriza" / "responder" / "openapi.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +38,13 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
 def contract_check(operation: Any) -> Any:
     """A hypothesis test of one operation, with and without the token."""
 
+    excluded = [ignored_auth]
+    if operation.path == "/api/v1/alerts":
+        # The webhook refuses strings the store cannot hold (a NUL, a lone surrogate), label
+        # names included, which an OpenAPI 3.0 schema cannot express: such "valid" payloads
+        # rightly get 400. Every other check (status, content type, body) still applies.
+        excluded.append(positive_data_acceptance)
+
     @given(case=operation.as_strategy())
     @settings(max_examples=30, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -42,10 +53,10 @@ def contract_check(operation: Any) -> Any:
                                        ({"Authorization": "Bearer wrong"}, False)):
             response = case.call(headers=headers)
             assert response.status_code < 500, response.text
-            if not authenticated and operation.path.startswith("/api/v1/a"):
+            if not authenticated and operation.definition.raw.get("security"):
                 assert response.status_code == 401
             # Our own 401 check above replaces schemathesis' guess of which token is valid.
-            case.validate_response(response, excluded_checks=[ignored_auth])
+            case.validate_response(response, excluded_checks=excluded)
 
     return check
 
@@ -121,8 +132,20 @@ class TestArbitraryInput:
         assert counts(state) == before
 
 
+def test_every_route_is_documented(fuzz_app: Flask) -> None:
+    """Each route of the app (method and path) is an operation of the document, and each
+    operation is a route: the document cannot fall behind the code."""
+    document = yaml.safe_load(OPENAPI.read_text())
+    documented = {(method.upper(), path) for path, item in document["paths"].items()
+                  for method in item if method in {"get", "post", "put", "patch", "delete"}}
+    routes = {(method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
+              for rule in fuzz_app.url_map.iter_rules() if rule.endpoint != "static"
+              for method in rule.methods or () if method not in {"HEAD", "OPTIONS"}}
+    assert routes - documented == set(), "routes missing from openapi.yaml"
+    assert documented - routes == set(), "operations in openapi.yaml that the app lacks"
+
+
 def test_openapi_file_is_what_is_served(fuzz_app: Flask) -> None:
     """The document in the repository is the one the responder serves."""
     served = fuzz_app.test_client().get("/api/v1/openapi.yaml").data
-    source = Path(__file__).parent.parent / "monitoriza" / "responder" / "openapi.yaml"
-    assert served == source.read_bytes()
+    assert served == OPENAPI.read_bytes()

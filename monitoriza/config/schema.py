@@ -67,7 +67,8 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
 
 def _listen_address(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    port_ok = port.isascii() and port.isdigit() and int(port) <= 65535
+    if not sep or not host or not port_ok:
         raise ValueError(f"{value!r} is not a HOST:PORT address")
     return value
 
@@ -299,7 +300,8 @@ class Audit(Strict):
     # Checkpoints are kept outside the store, so that truncating the store is detectable.
     checkpoint_file: str = "monitoriza-audit-checkpoints.jsonl"
     checkpoint_every: Annotated[int, Field(ge=1)] = 100
-    checkpoint_interval: Duration = 60.0
+    # New entries are checkpointed within this long; a graceful stop checkpoints at once.
+    checkpoint_interval: Duration = 5.0
     # The responder re-verifies the whole chain this often and exports the result.
     verify_interval: Duration = 600.0
 
@@ -373,8 +375,18 @@ class Responder(Strict):
     token_file: str = "monitoriza-responder.token"
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
     lease: Duration = 30.0
+    # A journal row whose processing fails waits retry_backoff, doubled after each further
+    # failure up to retry_backoff_max; after max_attempts it is dead-lettered (state dead).
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    retry_backoff: Duration = 1.0
+    retry_backoff_max: Duration = 300.0
     # One process with this many request threads; scale out with replicas, not processes.
     threads: Annotated[int, Field(ge=1, le=256)] = 16
+    # A connection must deliver a whole request (headers and body) within this long of being
+    # opened or of starting it; past it the server answers 408 (or closes an idle one).
+    request_deadline: Duration = 5.0
+    # Open connections at once; past it the server stops accepting until some close.
+    max_connections: Annotated[int, Field(ge=16, le=65536)] = 4096
     audit: Audit = Field(default_factory=Audit)
     healing: Healing = Field(default_factory=Healing)
 

@@ -431,7 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
     def read_body(self, limit: int) -> bytes | None:
         """The request body, or None after answering 411 or 413."""
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             self.send_json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length is required"})
             return None
         if int(length) > limit:

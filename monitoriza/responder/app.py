@@ -15,6 +15,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from monitoriza.audit.log import AuditLog
+from monitoriza.audit.metrics import AuditHeadCollector
 from monitoriza.config.schema import Config
 from monitoriza.exceptions import ConfigError
 from monitoriza.healing.chat import notifier_from_config
@@ -23,10 +24,11 @@ from monitoriza.healing.healer import Healer, HealOutcome
 from monitoriza.healing.metrics import HealingCollector
 from monitoriza.healing.notify import Escalator, IncidentNotifier
 from monitoriza.responder import audit_api, healing_api, intake, operations
+from monitoriza.responder.dead_letters import blueprint as dead_letters_api
 from monitoriza.responder.journal import Journal, JournalRow
 from monitoriza.responder.metrics import ResponderMetrics
 from monitoriza.responder.processing import Processor
-from monitoriza.responder.state import Responder
+from monitoriza.responder.state import Responder, responder_of
 from monitoriza.responder.verifier import AuditVerifier
 from monitoriza.responder.worker import JournalWorker
 from monitoriza.store import create_store
@@ -60,6 +62,7 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     audit = AuditLog.from_config(engine, settings.audit)
     metrics = ResponderMetrics()
     metrics.watch_store(journal, audit.count)
+    metrics.registry.register(AuditHeadCollector(audit.head))  # Prometheus as a witness
 
     chat = notifier_from_config(settings.healing.chat)
     notifier = IncidentNotifier(chat, Escalator(
@@ -93,15 +96,36 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     app.register_blueprint(audit_api.blueprint)
     app.register_blueprint(operations.blueprint)
     app.register_blueprint(healing_api.blueprint)
+    app.register_blueprint(dead_letters_api)
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> tuple[Any, int]:
-        """API errors are JSON, whatever raised them (routing, size limit, method)."""
+        """API errors are JSON, whatever raised them (routing, size limit, method), with the
+        exception's own headers (405's ``Allow``) but not its HTML content type."""
         status = error.code or 500
-        return jsonify(error=error.name, message=error.description), status
+        response = jsonify(error=error.name, message=error.description)
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers.add(name, value)
+        return response, status
 
     if start_worker:
         worker.start()
         verifier.start()
         healer.start()
     return app
+
+
+def stop_app(app: Flask) -> None:
+    """Stop the journal worker, the healer and the verifier (waiting for each), then sign a
+    final checkpoint of the audit chain's head, so that a graceful stop leaves no entry
+    outside a checkpoint. Calling it again does nothing more."""
+    state = responder_of(app)
+    state.worker.stop()
+    state.healer.stop()
+    state.verifier.stop()
+    try:
+        if state.audit.checkpoint():
+            log.info("audit checkpoint written on stop")
+    except Exception:  # a stop must complete; the next start checkpoints within the interval
+        log.exception("audit checkpoint on stop failed")

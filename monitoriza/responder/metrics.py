@@ -19,7 +19,8 @@ from monitoriza.responder.journal import Journal
 
 
 class StoreCollector(Collector):
-    """Journal depth, the oldest pending alert's age and the audit chain length."""
+    """Journal depth, the oldest pending alert's age, dead letters and the audit chain
+    length."""
 
     def __init__(self, journal: Journal, audit_entries: Callable[[], int]) -> None:
         self._journal = journal
@@ -33,6 +34,10 @@ class StoreCollector(Collector):
             "monitoriza_responder_journal_oldest_pending_age_seconds",
             "Age of the oldest journaled alert not yet processed (0 when none)",
             value=0.0 if oldest is None else max(0.0, time.time() - oldest))
+        yield GaugeMetricFamily(
+            "monitoriza_responder_journal_dead_letters",
+            "Journaled alerts given up after failing every attempt, until replayed",
+            value=self._journal.dead_letter_count())
         yield GaugeMetricFamily("monitoriza_audit_entries",
                                 "Length of the audit chain (it only grows)",
                                 value=self._audit_entries())
@@ -62,6 +67,10 @@ class ResponderMetrics:
         self.processed = Counter("monitoriza_responder_alerts_processed",
                                  "Journaled alerts processed, by outcome", ["outcome"],
                                  registry=self.registry)
+        self.dead_letters = Counter(
+            "monitoriza_responder_journal_dead_letters",
+            "Journal rows dead-lettered by this process, by reason (the error's class)",
+            ["reason"], registry=self.registry)
         self.verify_success = Gauge("monitoriza_audit_last_verify_success",
                                     "1 when the last audit chain verification passed",
                                     registry=self.registry)
