@@ -85,10 +85,12 @@ def list_incidents() -> tuple[Response, int]:
                    next_after=found[-1]["id"] if len(found) == limit else None), 200
 
 
-@blueprint.get("/api/v1/incidents/<int(max=9223372036854775807):incident_id>")
+@blueprint.get("/api/v1/incidents/<int:incident_id>")
 def get_incident(incident_id: int) -> tuple[Response, int]:
     """One incident's summary, its actions, and its first 100 alerts by fingerprint
     (``alerts_next_after``: where ``.../alerts?after=`` continues, null when that was all)."""
+    if incident_id > MAX_ID:  # no such id can be stored; the driver would overflow binding it
+        return error(404, "not found", f"no incident {incident_id}")
     engine = responder_of(current_app).journal.engine
     with reading(engine) as conn:
         row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).first()
@@ -108,7 +110,7 @@ def get_incident(incident_id: int) -> tuple[Response, int]:
     return jsonify(document), 200
 
 
-@blueprint.get("/api/v1/incidents/<int(max=9223372036854775807):incident_id>/alerts")
+@blueprint.get("/api/v1/incidents/<int:incident_id>/alerts")
 def get_incident_alerts(incident_id: int) -> tuple[Response, int]:
     """The incident's alerts (the latest event of each), by fingerprint, ``limit`` at a time
     after the fingerprint ``after``; ``status=firing|resolved`` keeps those."""
@@ -116,6 +118,8 @@ def get_incident_alerts(incident_id: int) -> tuple[Response, int]:
     status = request.args.get("status")
     if limit is None or status not in {None, "firing", "resolved"}:
         return error(400, "bad request", "limit must be 1..1000 and status firing|resolved")
+    if incident_id > MAX_ID:
+        return error(404, "not found", f"no incident {incident_id}")
     engine = responder_of(current_app).journal.engine
     with reading(engine) as conn:
         row = conn.execute(select(incidents.c.alerts).where(
