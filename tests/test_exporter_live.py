@@ -153,11 +153,11 @@ class TestRealTargets:
         before = value(scrape(url), "monitoriza_container_restarts_total", restarts)
         assert before == 0.0
 
-        container.restart(timeout=1)
+        container.restart(timeout=0)  # sleep as PID 1 ignores SIGTERM: kill at once
         assert wait_until(lambda: value(scrape(url), "monitoriza_container_restarts_total",
                                         restarts) == 1.0, 5.0)
 
-        container.stop(timeout=1)
+        container.stop(timeout=0)
         assert wait_until(lambda: value(scrape(url), "monitoriza_container_state",
                                         {**state, "state": "exited"}) == 1.0, 5.0)
         text = scrape(url)

@@ -2,7 +2,7 @@
 
 The engine tests hand it a fake range-query source: a Prometheus that answers a given
 history, or one that fails, is what they need to control (the real one is in
-test_forecast_e2e.py).
+test_forecast_e2e.py), and a manual clock, so that five minutes pass without sleeping.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import pytest
 
 from monitoriza.config import config_from_data
 from monitoriza.config.schema import Config
-from monitoriza.exporter.forecasts import ForecastEngine, align, headroom
+from monitoriza.exporter.forecasts import CYCLE_SECONDS, ForecastEngine, align, headroom
+from tests.support.binaries import wait_until
+from tests.support.clock import ManualClock
 
 NOW = 1_800_000_000.0
 
@@ -73,15 +76,15 @@ class TestEngine:
     def test_runs_and_keeps_last_result(self) -> None:
         """A rising series gives a finite time; a failing Prometheus keeps it and is unhealthy."""
         source = FakePrometheus(slope=0.001)
-        clock = [NOW]
-        engine = ForecastEngine(config, lambda url: source, clock=lambda: clock[0])
+        clock = ManualClock(wall_start=NOW)
+        engine = ForecastEngine(config, lambda url: source, clock=clock)
         assert engine.run_due() == 1
         (result,) = engine.results()
         assert engine.healthy()
         assert 0 < result.lower <= result.median <= result.upper < math.inf
         assert engine.run_due() == 0  # not due again before its interval
         source.failing = True
-        clock[0] += 300
+        clock.advance(300)
         assert engine.run_due() == 1
         assert not engine.healthy()
         assert engine.results() == [result]
@@ -90,11 +93,36 @@ class TestEngine:
         """A forecast removed from the configuration stops being published."""
         current = [config()]
         engine = ForecastEngine(lambda: current[0], lambda url: FakePrometheus(0.001),
-                                clock=lambda: NOW)
+                                clock=ManualClock(wall_start=NOW))
         engine.run_due()
         current[0] = config_from_data({"services": {"host": {}}})
         engine.run_due()
         assert engine.results() == []
+
+    def test_background_thread_runs_each_forecast_on_its_interval(self) -> None:
+        """Started, the engine runs a 5m forecast at once, not again 4 minutes later, again
+        at 5 minutes, keeps going while Prometheus fails, and stops at once when told."""
+        source = FakePrometheus(slope=0.001)
+        clock = ManualClock(wall_start=NOW)
+        engine = ForecastEngine(config, lambda url: source, clock=clock)
+        engine.start()
+        try:
+            assert wait_until(clock.caught_up, 5.0, interval=0.001)
+            assert len(source.queries) == 1 and engine.healthy()
+            for minutes, queries in [(4, 1), (1, 2)]:
+                for _ in range(minutes * 60):  # the thread looks once a second
+                    clock.advance(CYCLE_SECONDS)
+                    assert wait_until(clock.caught_up, 5.0, interval=0.001)
+                assert len(source.queries) == queries
+            source.failing = True
+            clock.advance(300)
+            assert wait_until(clock.caught_up, 5.0, interval=0.001)
+            assert len(source.queries) == 3 and not engine.healthy()
+            assert engine.results()[0].ran_at == NOW + 300  # the last good one stays
+        finally:
+            began = time.monotonic()
+            engine.stop()
+        assert time.monotonic() - began < 1.0
 
 
 class TestBacktestCommand:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,12 +22,15 @@ import numpy.typing as npt
 from prometheus_api_client import PrometheusConnect
 
 from monitoriza.config.schema import Config, ForecastSpec
+from monitoriza.exporter.clock import SYSTEM_CLOCK, Clock
 from monitoriza.exporter.exposition import Family
 from monitoriza.forecast.model import time_to_failure
 
 log = logging.getLogger(__name__)
 
 ESTIMATES = ("lower", "median", "upper")
+# How often the background thread looks for due forecasts; each forecast has its own interval.
+CYCLE_SECONDS = 1.0
 
 
 class RangeSource(Protocol):
@@ -82,8 +84,9 @@ def run_forecast(name: str, spec: ForecastSpec, source: RangeSource,
     """Pull the window, fit every series, keep the most urgent one."""
     start = now - spec.window
     points = int(spec.window // spec.step) + 1
+    # Plain seconds: Prometheus rejects a fractional duration such as "0.25s" as a step.
     result = source.custom_query_range(spec.expr, start_time=_datetime(start),
-                                       end_time=_datetime(now), step=f"{spec.step:g}s")
+                                       end_time=_datetime(now), step=f"{spec.step:g}")
     if not result:
         return ForecastResult(name, spec.service, math.inf, math.inf, math.inf, math.nan, 0,
                               now)
@@ -107,7 +110,7 @@ class ForecastEngine:
 
     def __init__(self, config: Callable[[], Config],
                  source_factory: Callable[[str], RangeSource] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._config = config
         self._source_factory = source_factory or _prometheus
         self._clock = clock
@@ -115,13 +118,14 @@ class ForecastEngine:
         self._results: dict[str, ForecastResult] = {}
         self._failed: set[str] = set()
         self._next_run: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def run_due(self) -> int:
         """Run the forecasts that are due; return how many ran (successfully or not)."""
         config = self._config()
-        now = self._clock()
+        now = self._clock.time()
         with self._lock:  # forecasts removed by a reload stop being published
             for name in set(self._results) - set(config.forecasts):
                 del self._results[name]
@@ -158,17 +162,25 @@ class ForecastEngine:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the thread; a forecast already querying Prometheus may hold it up to 10 s."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 self.run_due()
             except Exception:  # never let the thread die; the collector reports failure
                 log.exception("forecast cycle failed")
-            self._stop.wait(1.0)
+            with self._wake:
+                if self._stopping:
+                    return
+                self._clock.wait(self._wake, CYCLE_SECONDS)
+                if self._stopping:
+                    return
 
 
 def _prometheus(url: str) -> RangeSource:

@@ -5,6 +5,9 @@ runs at most once at a time: when a run is still going at its next due time, tha
 skipped (and counted) instead of piling up threads on a hung target. A watchdog records a
 ``timeout`` failure as soon as a run passes its deadline, even if the probe's own socket
 timeouts fail to fire, and the late result is then discarded.
+
+All scheduling reads an injectable :class:`~monitoriza.exporter.clock.Clock`, so tests move
+time by hand; the probes themselves keep real socket deadlines.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from monitoriza.config.schema import ProbeBase
+from monitoriza.exporter.clock import SYSTEM_CLOCK, Clock
 from monitoriza.exporter.probes import create_runner
 from monitoriza.exporter.probes.base import Deadline, ProbeOutcome, ProbeRunner
 from monitoriza.exporter.state import ProbeJob, ProbeKey, ProbeState, next_state
@@ -44,8 +47,10 @@ class ProbeScheduler:
 
     def __init__(self, jobs: Iterable[ProbeJob], *, max_workers: int = 32,
                  errors_window: int = 20,
-                 runner_factory: Callable[[ProbeBase], ProbeRunner] = create_runner) -> None:
+                 runner_factory: Callable[[ProbeBase], ProbeRunner] = create_runner,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._runner_factory = runner_factory
+        self._clock = clock
         self._errors_window = errors_window
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="probe")
         self._lock = threading.Condition()
@@ -83,7 +88,7 @@ class ProbeScheduler:
         for key, job in new_jobs.items():
             same = self._jobs.get(key) == job
             runners[key] = self._runners[key] if same else self._runner_factory(job.spec)
-        now = time.monotonic()
+        now = self._clock.monotonic()
         with self._lock:
             for key in list(self._states):
                 if self._jobs.get(key) != new_jobs.get(key):
@@ -124,13 +129,13 @@ class ProbeScheduler:
     def _dispatch(self) -> None:
         with self._lock:
             while not self._stopping:
+                now = self._clock.monotonic()
                 if not self._events:
-                    self._lock.wait()
+                    self._clock.wait(self._lock, None)
                     continue
                 due = self._events[0][0]
-                now = time.monotonic()
                 if due > now:
-                    self._lock.wait(due - now)
+                    self._clock.wait(self._lock, due - now)
                     continue
                 _, _, kind, key, run_id = heapq.heappop(self._events)
                 job = self._jobs.get(key)
@@ -169,17 +174,17 @@ class ProbeScheduler:
         self._record(job, outcome, job.timeout)
 
     def _execute(self, job: ProbeJob, runner: ProbeRunner, run_id: int) -> None:
-        started = time.monotonic()
+        started = self._clock.monotonic()
         with self._lock:
             self._push(started + job.timeout + WATCHDOG_GRACE_SECONDS, "deadline", job.key,
                        run_id)
             self._lock.notify_all()
         try:
-            outcome = runner(Deadline(started + job.timeout))
+            outcome = runner(Deadline.after(job.timeout))  # real time: probes do real I/O
         except Exception as exc:  # a bug in a probe must not kill the worker or go unseen
             log.exception("probe %s/%s crashed", job.service, job.name)
             outcome = ProbeOutcome.failed("error", f"probe crashed: {exc!r}")
-        duration = time.monotonic() - started
+        duration = self._clock.monotonic() - started
         with self._lock:
             if self._in_flight.get(job.key) == run_id:
                 del self._in_flight[job.key]
@@ -193,7 +198,8 @@ class ProbeScheduler:
     def _record(self, job: ProbeJob, outcome: ProbeOutcome, duration: float) -> None:
         previous = self._states.get(job.key)
         self._states[job.key] = next_state(previous, job, outcome, duration=duration,
-                                           finished_at=time.time(), window=self._errors_window)
+                                           finished_at=self._clock.time(),
+                                           window=self._errors_window)
         if not outcome.success:
             log.debug("probe %s/%s failed (%s): %s", job.service, job.name,
                       outcome.failure_reason, outcome.message)
