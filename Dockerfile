@@ -5,6 +5,8 @@
 
 # The build stage installs the package and its runtime dependencies (never the dev extras)
 # into a virtualenv; the final image gets only that virtualenv, not the sources or pip's cache.
+# Every command runs on the runtime dependencies alone (the report draws its charts as SVG):
+# tests/test_wheel.py installs the wheel the same way and runs each of them.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/monitoriza

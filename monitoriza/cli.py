@@ -131,7 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from monitoriza.report.run import report_command  # noqa: PLC0415 - matplotlib
+    from monitoriza.report.run import report_command  # noqa: PLC0415 - only this command needs it
 
     return report_command(args.config, args.since, out=args.out, output_format=args.format,
                           prometheus_url=args.prometheus, progress=sys.stderr)

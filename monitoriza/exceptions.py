@@ -1,4 +1,14 @@
-"""Every failure Monitoriza reports has its own exception class, kept here."""
+"""The root of Monitoriza's exceptions, and the errors several packages share.
+
+Every failure Monitoriza raises on purpose has its own class deriving from
+:class:`MonitorizaError`, so that one ``except MonitorizaError`` catches them all. The errors
+shared across packages (configuration, durations) are kept here; an error only one package
+raises is defined in the module that raises it, next to the code that explains it (e.g.
+``monitoriza.audit.chain.AuditError``, ``monitoriza.report.collect.ReportError``). The only
+exceptions outside that tree are control-flow signals that are not failures
+(``monitoriza.stack.up.Interrupted``) and private helpers of one module (a leading
+underscore). tests/test_exceptions.py holds the package to this rule.
+"""
 
 from __future__ import annotations
 

@@ -93,6 +93,13 @@ def seeded(tmp_path: Path) -> tuple[Path, Path, Path]:
             dump_yaml(tmp_path / "alertmanager.yml", routing), rules)
 
 
+def service_p2_route(routing: dict[str, Any]) -> int:
+    """The index of the top-level route that pages a service's P2."""
+    return next(index for index, route in enumerate(routing["route"]["routes"])
+                if 'severity="P2"' in route.get("matchers", [])
+                and 'service=~".+"' in route.get("matchers", []))
+
+
 class TestSeededGaps:
     """Every seeded gap is named, where it is, with a fix; errors make the exit status 1."""
 
@@ -146,7 +153,7 @@ class TestSeededGaps:
     def test_p2_route_to_nowhere_fails_every_critical_service(self, tmp_path: Path) -> None:
         """The P2 route sent to a webhook-only receiver: every critical service is named."""
         routing = load_yaml(ALERTMANAGER)
-        routing["route"]["routes"][1]["receiver"] = "responder"
+        routing["route"]["routes"][service_p2_route(routing)]["receiver"] = "responder"
         findings = check_p2_routing(load_config(EXAMPLE), routing)
         critical = {name for name, s in load_yaml(EXAMPLE)["services"].items()
                     if s["tier"] == "critical"}
@@ -156,19 +163,22 @@ class TestSeededGaps:
     def test_p2_route_removed_or_receiver_undefined(self) -> None:
         config = load_config(EXAMPLE)
         routing = load_yaml(ALERTMANAGER)
-        del routing["route"]["routes"][1]  # P2 falls through to the root: responder only
+        # Both P2 routes gone: P2 falls through to the P3/P4 one or the root, responder only.
+        routing["route"]["routes"] = [route for route in routing["route"]["routes"]
+                                      if 'severity="P2"' not in route.get("matchers", [])]
         assert len(check_p2_routing(config, routing)) == 6
         routing = load_yaml(ALERTMANAGER)
-        routing["route"]["routes"][1]["receiver"] = "pager"  # not defined
+        index = service_p2_route(routing)
+        routing["route"]["routes"][index]["receiver"] = "pager"  # not defined
         findings = check_p2_routing(config, routing)
         assert len(findings) == 6
-        assert "pager (not defined, at route.routes[1])" in findings[0].message
+        assert f"pager (not defined, at route.routes[{index}])" in findings[0].message
 
     def test_p2_route_muted_at_times_is_a_warning(self) -> None:
         routing = load_yaml(ALERTMANAGER)
         routing["time_intervals"] = [{"name": "nights", "time_intervals": [
             {"times": [{"start_time": "22:00", "end_time": "24:00"}]}]}]
-        routing["route"]["routes"][1]["mute_time_intervals"] = ["nights"]
+        routing["route"]["routes"][service_p2_route(routing)]["mute_time_intervals"] = ["nights"]
         findings = check_p2_routing(load_config(EXAMPLE), routing)
         assert {(f.severity, f.code) for f in findings} == {
             ("warning", "critical-p2-muted-at-times")}

@@ -36,6 +36,7 @@ from monitoriza.report.model import (
     verdicts,
 )
 from monitoriza.report.run import report_command
+from monitoriza.report.svg import Bar, Line, availability_bars, availability_lines, nice_ticks
 from monitoriza.store import actions, create_store, writing
 from tests.support.binaries import free_port, require_binary, stop_process, wait_until
 
@@ -319,7 +320,8 @@ def test_progress_is_shown_per_section(reports: Reports) -> None:
 
 def test_html_is_self_contained_and_renders(reports: Reports) -> None:
     html = reports.html
-    assert "data:image/png;base64," in html
+    assert html.count("<svg ") == 2, "the availability bars and the timeline"
+    assert "<img" not in html
     assert "http://" not in html.replace(reports.week.prometheus, "")
     assert "<script" not in html
     ARTIFACTS.mkdir(exist_ok=True)
@@ -367,3 +369,33 @@ def test_verdict_rules_are_pure() -> None:
     assert verdicts([service(1.0)], ResponderFacts(), [far], [], [])[0].verdict == "ready"
     near = TimeToFailure("f", "s", 600, 86400)
     assert verdicts([service(1.0)], ResponderFacts(), [near], [], [])[0].verdict == "at risk"
+
+
+class TestCharts:
+    """The inline SVG charts, drawn without a plotting library."""
+
+    def test_bars_are_red_below_target_green_at_it_and_labels_escaped(self) -> None:
+        svg = availability_bars([Bar("<db>", 0.97, 0.995), Bar("api", 0.9995, 0.999)])
+        assert svg.startswith("<svg ") and svg.endswith("</svg>")
+        assert "&lt;db&gt;" in svg and "<db>" not in svg
+        fills = [part.split('"')[0] for part in svg.split('fill="')[1:]]
+        assert fills == ["#d92d20", "#12b76a"]
+        assert "97.000 % (target 99.5 %)" in svg
+
+    def test_bar_axis_starts_on_a_tick_below_the_lowest_value(self) -> None:
+        svg = availability_bars([Bar("db", 0.9798, 0.995)])
+        assert ">96</text>" in svg and ">100</text>" in svg
+
+    def test_lines_one_polyline_per_service_with_points(self) -> None:
+        svg = availability_lines([Line("a", [(0.0, 1.0), (3600.0, 0.5)]), Line("b", [])])
+        assert svg.count("<polyline") == 1
+        assert svg.count(",") >= 2
+
+    def test_nothing_to_draw_gives_no_chart(self) -> None:
+        assert availability_bars([]) == ""
+        assert availability_lines([Line("a", [])]) == ""
+
+    def test_ticks_are_round_and_cover_the_range(self) -> None:
+        assert nice_ticks(96.9, 100.0) == [96.0, 97.0, 98.0, 99.0, 100.0]
+        assert nice_ticks(99.85, 100.0) == [99.85, 99.9, 99.95, 100.0]
+        assert nice_ticks(0.0, 100.0) == [0, 20, 40, 60, 80, 100]

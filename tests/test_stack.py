@@ -22,6 +22,7 @@ from monitoriza.config import load_config
 from monitoriza.stack import demo_plan
 from monitoriza.stack.ports import busy_ports, ports_for
 from monitoriza.stack.render import alertmanager_config, prometheus_config, scale_timer
+from monitoriza.stack.up import user_config
 from monitoriza.timescale import default_rules_dir, render_rules
 from tests.support.binaries import require_binary, wait_until
 from tests.support.stack import free_base_port
@@ -123,6 +124,26 @@ class TestDemoConfig:
         backend = next(entry for entry in layout["http"] if entry["name"] == "backend")
         assert backend["redis_port"] == ports.redis
         assert layout["container"] is None
+
+
+class TestUserConfig:
+    def test_relative_paths_keep_meaning_beside_the_users_file(self, tmp_path: Path) -> None:
+        """``monitoriza up --config FILE`` copies FILE into its run directory: the paths the
+        user wrote relative to FILE still name the same files from the copy."""
+        source = tmp_path / "etc" / "config.yml"
+        source.parent.mkdir()
+        source.write_text(yaml.safe_dump({
+            "services": {"redis": {"probes": [{"type": "redis", "address": "127.0.0.1:6379",
+                                               "password_file": "secrets/redis"}]}},
+            "responder": {"store_url": "sqlite:///state/responder.db",
+                          "audit": {"checkpoint_file": "/var/lib/checkpoints.jsonl"}}}))
+        run_dir = tmp_path / "run"
+        data = user_config(source, ports_for(free_base_port(), demo_services=0), run_dir)
+        probe = data["services"]["redis"]["probes"][0]
+        assert probe["password_file"] == str(source.parent / "secrets" / "redis")
+        assert data["responder"]["store_url"] == f"sqlite:///{source.parent}/state/responder.db"
+        assert data["responder"]["audit"]["checkpoint_file"] == "/var/lib/checkpoints.jsonl"
+        assert data["responder"]["token_file"] == str(run_dir / "secrets" / "responder-token")
 
 
 class TestPorts:

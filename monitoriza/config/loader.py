@@ -6,6 +6,7 @@ Every problem becomes one message that starts with its path in the file, e.g.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from monitoriza.config.schema import (
     Config,
     DockerProbe,
     HttpAction,
+    PostgresProbe,
+    RedisProbe,
     Service,
 )
 from monitoriza.exceptions import ConfigError
@@ -255,8 +258,47 @@ def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str]:
     return []
 
 
-def config_from_data(data: Any) -> Config:
-    """Validate already-parsed data; raise ConfigError with every problem found."""
+# A relative SQLite path (sqlite:///name.db); not :memory:, not sqlite:////absolute.
+RELATIVE_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)(?!/|:memory:)(.+)$")
+
+
+def _beside(base: Path, value: str) -> str:
+    return value if Path(value).is_absolute() else str(base / value)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Every relative file path of ``config`` (defaults included) made relative to ``base``,
+    the directory of the configuration file, as Prometheus and Alertmanager do: where a
+    process was started from must not decide where its key, store or token live."""
+    responder = config.responder
+    audit, healing = responder.audit, responder.healing
+    store = RELATIVE_SQLITE_URL.match(responder.store_url)
+    services = {}
+    for name, service in config.services.items():
+        probes = [probe.model_copy(update={"password_file": _beside(base, probe.password_file)})
+                  if isinstance(probe, RedisProbe | PostgresProbe) and probe.password_file
+                  else probe for probe in service.probes]
+        services[name] = service.model_copy(update={"probes": probes})
+    chat = None if healing.chat is None else healing.chat.model_copy(update={
+        "webhook_url_file": _beside(base, healing.chat.webhook_url_file)})
+    return config.model_copy(update={"services": services, "responder": responder.model_copy(
+        update={
+            "store_url": (f"{store.group(1)}{base / store.group(2)}" if store
+                          else responder.store_url),
+            "token_file": _beside(base, responder.token_file),
+            "audit": audit.model_copy(update={
+                "hmac_key_file": audit.hmac_key_file and _beside(base, audit.hmac_key_file),
+                "signing_key_file": _beside(base, audit.signing_key_file),
+                "checkpoint_file": _beside(base, audit.checkpoint_file)}),
+            "healing": healing.model_copy(update={
+                "kill_switch_file": _beside(base, healing.kill_switch_file), "chat": chat}),
+        })})
+
+
+def config_from_data(data: Any, base: Path | None = None) -> Config:
+    """Validate already-parsed data; raise ConfigError with every problem found. Relative
+    file paths are resolved against ``base`` when given (see :func:`resolve_paths`), else
+    left as written (relative to the working directory)."""
     if data is None:
         raise ConfigError([f"{ROOT}: the configuration is empty"])
     if not isinstance(data, dict):
@@ -272,15 +314,16 @@ def config_from_data(data: Any) -> Config:
                for name, spec in config.forecasts.items() if spec.service not in config.services]
     if errors:
         raise ConfigError(errors)
-    return config
+    return config if base is None else resolve_paths(config, base)
 
 
 def load_config(path: str | Path) -> Config:
-    """Read, parse and validate the configuration file at ``path``."""
+    """Read, parse and validate the configuration file at ``path``; relative file paths in
+    it are resolved against the file's directory."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{ROOT}: file not found: {path}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{ROOT}: cannot read {path}: {exc}"]) from None
-    return config_from_data(parse_yaml(text))
+    return config_from_data(parse_yaml(text), Path(path).absolute().parent)

@@ -22,10 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from monitoriza.durations import format_duration
+from monitoriza.exceptions import MonitorizaError
 from monitoriza.forecast.model import time_to_failure
 
 
-class BacktestError(ValueError):
+class BacktestError(MonitorizaError, ValueError):
     """The CSV cannot be replayed (unreadable, empty, bad timestamps)."""
 
 

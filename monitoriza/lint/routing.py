@@ -25,6 +25,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from monitoriza.exceptions import MonitorizaError
+
 OPERATORS = ("=~", "!~", "!=", "=")
 
 _MATCHER = re.compile(
@@ -33,7 +35,7 @@ _MATCHER = re.compile(
 _ESCAPES = {"n": "\n", "\\": "\\", '"': '"'}
 
 
-class RoutingError(ValueError):
+class RoutingError(MonitorizaError, ValueError):
     """A matcher or route the lint cannot read; the message starts with its path."""
 
 

@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from monitoriza.config import load_config
-from monitoriza.exceptions import ConfigError
+from monitoriza.exceptions import ConfigError, MonitorizaError
 from monitoriza.lint.checks import ComponentStatus, Finding, run_checks
 from monitoriza.lint.routing import RoutingError
 
@@ -41,7 +41,7 @@ def default_alertmanager_file() -> Path:
     return beside_package if beside_package.is_file() else Path("alertmanager/alertmanager.yml")
 
 
-class LintInputError(Exception):
+class LintInputError(MonitorizaError):
     """An input file the lint cannot read; each message names the file."""
 
     def __init__(self, messages: list[str]) -> None:

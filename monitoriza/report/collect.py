@@ -27,6 +27,7 @@ from urllib3.util.retry import Retry
 from monitoriza.audit.chain import AuditError
 from monitoriza.audit.log import AuditLog
 from monitoriza.config.schema import Config
+from monitoriza.exceptions import MonitorizaError
 from monitoriza.healing import repository
 from monitoriza.healing.correlation import AlertSummary
 from monitoriza.report.model import (
@@ -57,7 +58,7 @@ SERVICE_UP = "min by (service) (monitoriza_probe_success)"
 CHART_POINTS = 168  # one point per hour over a week
 
 
-class ReportError(Exception):
+class ReportError(MonitorizaError):
     """The report cannot be made (Prometheus unreachable, a query refused)."""
 
 

@@ -1,24 +1,13 @@
 """The readiness report as one self-contained HTML page.
 
-Charts are drawn with matplotlib (Agg) and embedded as base64 PNG images, styles are inline:
-the file opens anywhere, offline, and can be mailed as is. Every value from Prometheus, the
-store or the configuration is escaped.
+Charts are inline SVG (``svg.py``), styles are inline: the file opens anywhere, offline, and
+can be mailed as is. Every value from Prometheus, the store or the configuration is escaped.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Iterable, Sequence
 from html import escape
-
-import matplotlib
-import numpy
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
 
 from monitoriza.report.model import (
     Facts,
@@ -27,6 +16,7 @@ from monitoriza.report.model import (
     iso,
     percent,
 )
+from monitoriza.report.svg import Bar, Line, availability_bars, availability_lines
 
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1d2330;
@@ -38,55 +28,19 @@ th{background:#f2f4f7}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.ready td:nth-child(2),tr.at-risk td:nth-child(2),tr.not-ready td:nth-child(2)
 {white-space:nowrap}.ready{background:#d3f4dc}.at-risk{background:#fff1c2}.not-ready{background:#ffd6d6}
 .bad{color:#b42318;font-weight:600}.good{color:#067647;font-weight:600}
-.none{color:#5a6272;font-style:italic}img{max-width:100%}
+.none{color:#5a6272;font-style:italic}svg{max-width:100%;height:auto;display:block}
 """
 
 
-def _figure_png(figure: Figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(figure)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="chart" src="data:image/png;base64,{data}">'
-
-
 def availability_chart(entries: Sequence[ServiceAvailability]) -> str:
-    """Bars of each service's availability against its target, as an embedded PNG."""
-    measured = [entry for entry in entries if entry.availability is not None]
-    if not measured:
-        return ""
-    figure, axes = plt.subplots(figsize=(10, 0.5 + 0.45 * len(measured)))
-    names = [entry.service for entry in measured]
-    values = [100 * (entry.availability or 0.0) for entry in measured]
-    colours = ["#d92d20" if (entry.availability or 0.0) < entry.target else "#12b76a"
-               for entry in measured]
-    positions = range(len(measured))
-    axes.barh(list(positions), values, color=colours)
-    for position, entry in zip(positions, measured, strict=True):
-        axes.plot([100 * entry.target] * 2, [position - 0.4, position + 0.4], color="#1d2330",
-                  linewidth=2)
-    low = min([*values, *(100 * entry.target for entry in measured)])
-    axes.set_xlim(max(0.0, low - (100 - low) * 0.5 - 0.1), 100.0)
-    axes.set_yticks(list(positions), names)
-    axes.invert_yaxis()
-    axes.set_xlabel("availability over the period, % (black mark: target)")
-    return _figure_png(figure)
+    """Bars of each service's availability against its target, as inline SVG."""
+    return availability_bars([Bar(entry.service, entry.availability, entry.target)
+                              for entry in entries if entry.availability is not None])
 
 
 def timeline_chart(entries: Sequence[ServiceAvailability]) -> str:
-    """Each service's availability per step over the period, as an embedded PNG."""
-    drawn = [entry for entry in entries if entry.series]
-    if not drawn:
-        return ""
-    figure, axes = plt.subplots(figsize=(10, 3.2))
-    for entry in drawn:
-        times = numpy.array([int(t) for t, _ in entry.series], dtype="datetime64[s]")
-        axes.plot(times, [100 * v for _, v in entry.series], label=entry.service, linewidth=1.2)
-    axes.set_ylabel("availability per step, %")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower left", fontsize=8, ncol=min(4, len(drawn)))
-    figure.autofmt_xdate()
-    return _figure_png(figure)
+    """Each service's availability per step over the period, as inline SVG."""
+    return availability_lines([Line(entry.service, entry.series) for entry in entries])
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,

@@ -20,11 +20,13 @@ from typing import TextIO
 
 import requests
 
+from monitoriza.exceptions import MonitorizaError
+
 STOP_TIMEOUT = 15.0
 LOG_TAIL_LINES = 15
 
 
-class StackError(Exception):
+class StackError(MonitorizaError):
     """The stack cannot start or a part of it died; the message says which and why."""
 
 

@@ -26,6 +26,7 @@ import redis
 import yaml
 
 from monitoriza.config import load_config
+from monitoriza.config.loader import RELATIVE_SQLITE_URL
 from monitoriza.exceptions import ConfigError
 from monitoriza.stack import DEFAULT_RUN_DIR, demo_plan, recorder
 from monitoriza.stack.ports import DEFAULT_BASE_PORT, StackPorts, busy_ports, ports_for
@@ -113,15 +114,37 @@ def write_token(path: Path) -> None:
     path.write_text(secrets.token_urlsafe(32) + "\n")
 
 
+def _anchored(value: object, base: Path) -> Any:
+    """``value`` with every relative path it holds made absolute against ``base``: the values of
+    keys ending in ``_file``, and a relative ``sqlite:///`` store URL."""
+    if isinstance(value, list):
+        return [_anchored(item, base) for item in value]
+    if not isinstance(value, dict):
+        return value
+    anchored = {}
+    for key, item in value.items():
+        if isinstance(key, str) and key.endswith("_file") and isinstance(item, str) and item \
+                and not Path(item).is_absolute():
+            anchored[key] = str(base / item)
+        elif key == "store_url" and isinstance(item, str) and (
+                store := RELATIVE_SQLITE_URL.match(item)):
+            anchored[key] = f"{store.group(1)}{base / store.group(2)}"
+        else:
+            anchored[key] = _anchored(item, base)
+    return anchored
+
+
 def user_config(source: Path, ports: StackPorts, run_dir: Path) -> dict[str, Any]:
-    """The user's configuration with the stack's addresses; relative store and token paths
-    stay relative to the directory ``monitoriza up`` runs in, as the responder reads them."""
+    """The user's configuration with the stack's addresses, written into the run directory.
+    Relative paths the user wrote are made absolute against the directory of their file, where
+    they meant them (the copy's own directory would be the run directory)."""
     try:
         data = yaml.safe_load(source.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"{source}: cannot read the configuration: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{source}: the configuration must be a mapping")
+    data = {key: _anchored(item, source.resolve().parent) for key, item in data.items()}
     exporter = data.setdefault("exporter", {})
     exporter["listen"] = f"{ports.host}:{ports.exporter}"
     exporter["prometheus_url"] = f"http://{ports.host}:{ports.prometheus}"

@@ -27,6 +27,7 @@ import requests
 import urllib3.exceptions
 
 from monitoriza.config.schema import HttpProbe
+from monitoriza.exceptions import MonitorizaError
 from monitoriza.exporter.probes.base import (
     Deadline,
     Measurement,
@@ -53,7 +54,7 @@ _STATUS_WORDS: Mapping[str, str] = {
 _REQUEST_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
-class HealthBodyError(ValueError):
+class HealthBodyError(MonitorizaError, ValueError):
     """The body of a health endpoint is not the JSON object the probe expects."""
 
 
