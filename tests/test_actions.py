@@ -312,22 +312,13 @@ class TestCommandInjection:
         refused = runner.run(command("{label.x}"), label_context("false"))
         assert refused.refused
 
-    def test_dry_run_runs_nothing(self, script: Script) -> None:
-        """A dry run of an allowed command says what it would run and does not run it."""
+    def test_dry_run_description_runs_nothing(self, script: Script) -> None:
+        """What a dry run records (describe) names the rendered command and runs nothing."""
         runner = ActionRunner([str(script.path)], [], None)
-        result = runner.run(command(str(script.path), "{label.instance}"), CONTEXT, dry_run=True)
-        assert result.ok
-        assert result.dry_run
-        assert result.detail.startswith(f"would run {script.path} redis-1")
+        described = runner.describe(command(str(script.path), "{label.instance}"), CONTEXT)
+        assert described.startswith(f"run {script.path} redis-1")
         assert not script.ran()
-
-    def test_refused_dry_run_is_not_ok(self, script: Script) -> None:
-        """A dry run is checked like a real run; a refused one is reported as refused."""
-        runner = ActionRunner([str(script.path)], [], None)
-        result = runner.run(command("/bin/sh"), CONTEXT, dry_run=True)
-        assert not result.ok
-        assert result.refused
-        assert result.dry_run
+        assert runner.describe(command("/bin/sh"), CONTEXT).startswith("refused: ")
 
     def test_describe_and_check(self, script: Script) -> None:
         """describe() says what would run, or why it is refused; check() raises."""
@@ -557,11 +548,9 @@ class TestHttpInjection:
     def test_dry_run_sends_nothing(
         self, runner: ActionRunner, http_target: HttpTarget, other_host: HttpTarget
     ) -> None:
-        """A dry run of an allowed URL reports what it would call and calls nothing."""
-        result = runner.run(http_action(http_target.url("/heal/x")), CONTEXT, dry_run=True)
-        assert result.ok
-        assert result.dry_run
-        assert result.detail == f"would POST {http_target.url('/heal/x')} (timeout 5s)"
+        """A dry run's description of an allowed URL names the call and calls nothing."""
+        described = runner.describe(http_action(http_target.url("/heal/x")), CONTEXT)
+        assert described == f"POST {http_target.url('/heal/x')} (timeout 5s)"
         self._assert_no_request(http_target, other_host)
 
 
@@ -589,11 +578,9 @@ class TestDockerInjection:
     def test_dry_run_names_the_engine(self, tmp_path: Path) -> None:
         """A dry run says which container it would restart on which engine."""
         url = f"unix://{tmp_path}/no-engine.sock"
-        result = ActionRunner([], [], url).run(
-            restart("{service}-{label.instance}"), CONTEXT, dry_run=True
-        )
-        assert result.ok
-        assert result.detail == f"would restart container cache-redis-1 on {url} (stop timeout 1s)"
+        described = ActionRunner([], [], url).describe(restart("{service}-{label.instance}"),
+                                                       CONTEXT)
+        assert described == f"restart container cache-redis-1 on {url} (stop timeout 1s)"
 
     def test_unreachable_engine_is_a_failure(self, tmp_path: Path) -> None:
         """An engine that is not there is ok=False (not refused), without raising."""
@@ -1015,7 +1002,7 @@ def test_results_are_plain_data() -> None:
     """ActionResult carries kind, target and timing for the audit log."""
     result = ActionRunner(["true"], [], None).run(command("true"), CONTEXT)
     assert isinstance(result, ActionResult)
-    assert (result.ok, result.action, result.target, result.dry_run) == (
+    assert (result.ok, result.action, result.target, result.refused) == (
         True,
         "command",
         "true",

@@ -1,15 +1,13 @@
-"""The circuit breaker: a pure state machine driven by a fake clock, and its locked book."""
+"""The circuit breaker: a pure state machine driven by a fake clock."""
 
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
 from monitoriza.config.schema import Breaker
 from monitoriza.healing.breaker import (
-    BreakerBook,
     BreakerState,
     Permit,
     acquire,
@@ -238,63 +236,3 @@ class TestStorage:
         data[key] = value
         with pytest.raises(ValueError, match=key.split("_", maxsplit=1)[0]):
             BreakerState.from_dict(data)
-
-
-class TestBook:
-    """BreakerBook keeps one breaker per key and is safe under concurrent callers."""
-
-    def test_keys_are_independent(self) -> None:
-        """Failures of one (service, action) do not open another's breaker."""
-        book = BreakerBook(CFG)
-        for _ in range(3):
-            book.record(("api", "restart"), False, T0)
-        assert book.state(("api", "restart")).state == "open"
-        assert book.state(("api", "scale")).state == "closed"
-        assert not book.acquire(("api", "restart"), T0 + 1).allowed
-        assert book.acquire(("db", "restart"), T0 + 1).allowed
-        assert set(book.states()) == {("api", "restart"), ("db", "restart")}
-
-    def test_starts_from_stored_states(self) -> None:
-        """A book built from stored states carries on where they left off."""
-        book = BreakerBook(CFG, {("api", "restart"): opened()})
-        assert not book.acquire(("api", "restart"), T0 + 1).allowed
-
-    def test_exactly_one_concurrent_trial(self) -> None:
-        """20 threads asking at the same instant after the open period: exactly one is allowed."""
-        key = ("api", "restart")
-        book = BreakerBook(CFG)
-        for _ in range(3):
-            book.record(key, False, T0)
-        barrier = threading.Barrier(20)
-        permits: list[Permit] = []
-        permits_lock = threading.Lock()
-
-        def ask() -> None:
-            barrier.wait()
-            permit = book.acquire(key, T0 + 60)
-            with permits_lock:
-                permits.append(permit)
-
-        threads = [threading.Thread(target=ask) for _ in range(20)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=10)
-        assert len(permits) == 20
-        allowed = [p for p in permits if p.allowed]
-        assert len(allowed) == 1
-        assert allowed[0].trial
-        assert {p.reason for p in permits if not p.allowed} == {
-            "a half-open trial is already running"}
-        assert book.state(key).trial_in_flight
-
-    def test_release_and_record_through_the_book(self) -> None:
-        """The book's release gives the trial to the next caller; two successes close it."""
-        key = ("api", "restart")
-        book = BreakerBook(CFG, {key: opened()})
-        assert book.acquire(key, T0 + 60).trial
-        assert not book.release(key).trial_in_flight
-        assert book.acquire(key, T0 + 61).trial
-        book.record(key, True, T0 + 62)
-        assert book.acquire(key, T0 + 63).trial
-        assert book.record(key, True, T0 + 64).state == "closed"

@@ -340,6 +340,7 @@ class TrippedBreaker:
         with self.engines[0].begin() as conn:
             self.incident = int(conn.execute(insert(incidents).values(
                 state="open", opened_at=now, updated_at=now, risk="high",
+                root_service="backend", root_kind="service",  # the action's own target
                 signature="backend:ServiceDown", alerts="{}").returning(incidents.c.id)
             ).scalar_one())
             tripped = BreakerState(state="open", consecutive_failures=3,

@@ -23,9 +23,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from monitoriza.cli import main
 from monitoriza.healing.correlation import UNNAMED_ALERT
-from monitoriza.healing.decide import HealingProcessor
+from monitoriza.pipeline import JournalRow, Processor
 from monitoriza.responder.app import create_app
-from monitoriza.responder.journal import JournalRow, RetryPolicy
+from monitoriza.responder.journal import RetryPolicy
 from monitoriza.responder.state import Responder, responder_of
 from monitoriza.responder.webhook import WebhookError, parse_notification, parse_rfc3339
 from monitoriza.responder.worker import store_unavailable
@@ -55,7 +55,7 @@ class Poisoner:
 
     def __init__(self) -> None:
         self.poison: set[str] = set()
-        self.real: HealingProcessor | None = None
+        self.real: Processor | None = None
 
     def __call__(self, conn: Connection, row: JournalRow) -> str:
         if row.fingerprint in self.poison:
@@ -86,10 +86,12 @@ def poisoned(tmp_path: Path, store_url: str) -> Iterator[Callable[..., Poisoned]
                     **responder}
         poisoner = Poisoner()
         config = responder_config(tmp_path, store_url, **settings)
-        app = create_app(config, token=TOKEN, start_worker=False, processor=poisoner)
+        app = create_app(config, token=TOKEN, start_worker=False)
         apps.append(app)
         state = responder_of(app)
-        poisoner.real = HealingProcessor(config, state.audit)
+        # The app's own processor, wrapped: the fault is injected in front of the real one.
+        poisoner.real = state.worker.processor
+        state.worker.processor = poisoner
         clock = Clock()
         state.worker.clock = clock
         return app, state, poisoner, clock

@@ -172,8 +172,10 @@ class TestNoRestartLoop:
                                            removed_after: list[str]) -> None:
         """At most 3 restarts; the breaker opens; the refusal pages on-call (a P2).
 
-        SQLite only: its 20 s are real restarts and verify periods, and the budget and breaker
-        states on PostgreSQL are covered by tests/test_cluster.py, with several replicas.
+        SQLite only: its seconds are real restarts and a real settle (the container must have
+        time to fall over again), and the budget and breaker states on PostgreSQL are covered
+        by tests/test_cluster.py, with several replicas. ``recovery_cooldown`` is 10 ms because
+        here every re-fire is a new failure to heal, not an after-effect of a recovery.
         """
         removed_after.append("mz-crashloop")
         store_url = f"sqlite:///{tmp_path / 'responder.db'}"
@@ -185,11 +187,11 @@ class TestNoRestartLoop:
                         "docker_url": docker_engine.url}],
             "healing": [{"name": "restart-flaky", "steps": [
                 {"action": "docker_restart", "container": "mz-crashloop",
-                 "docker_url": docker_engine.url, "timeout": "5s"}],
-                "verify": {"probe": "docker", "settle": "2s", "timeout": "2s",
-                           "interval": "500ms"}}]}},
+                 "docker_url": docker_engine.url, "timeout": "1s"}],
+                "verify": {"probe": "docker", "settle": "1500ms", "timeout": "500ms",
+                           "interval": "250ms"}}]}},
             budget={"restarts": 3, "window": "15m", "backoff_initial": "10ms",
-                    "backoff_max": "40ms"},
+                    "backoff_max": "40ms"}, recovery_cooldown="10ms",
             alertmanager_url=capture_server.url)
         client = app.test_client()
         # Alertmanager sees the probe flap: every cycle resolves and fires again.
@@ -211,6 +213,14 @@ class TestNoRestartLoop:
         assert capture_server.wait_for(
             lambda post: "MonitorizaHealingRefused" in post.raw.decode(), 10.0,
             "a P2 escalation to Alertmanager")
+        # The budget refused first: its page links to the budget's runbook section.
+        escalated = [alert for post in capture_server.posts()
+                     if "MonitorizaHealingRefused" in post.raw.decode()
+                     for alert in json.loads(post.raw)]
+        assert escalated[0]["annotations"]["runbook_url"] == (
+            "docs/runbooks.md#refused-restart-budget")
+        assert wait_until(lambda: 'monitoriza_healing_escalations_total{result="sent"} 3.0'
+                          in client.get("/metrics").text, 10.0)
 
 
 class TestConectaCase:

@@ -7,7 +7,15 @@ from dataclasses import replace
 import pytest
 
 from monitoriza.config.schema import MaintenanceWindow
-from monitoriza.healing.policy import Facts, decide, in_maintenance
+from monitoriza.healing.policy import (
+    SELF_RAISED_LABEL,
+    SELF_RAISED_VALUE,
+    Facts,
+    decide,
+    in_maintenance,
+    judge_alert,
+    raised_by_responder,
+)
 
 ALLOWED = Facts(alert_firing=True, is_symptom=False, kill_switch=False, dry_run=False,
                 in_maintenance=False, budget_allowed=True, budget_reason="",
@@ -23,6 +31,7 @@ class TestOrder:
         ({}, "act", "act"),
         ({"alert_firing": False}, "skipped", "resolved"),
         ({"is_symptom": True}, "skipped", "symptom"),
+        ({"refused_step": "cannot fill a placeholder"}, "blocked", "refused"),
         ({"kill_switch": True}, "blocked", "kill_switch"),
         ({"dry_run": True}, "dry_run", "dry_run"),
         ({"in_maintenance": True}, "blocked", "maintenance"),
@@ -40,16 +49,18 @@ class TestOrder:
 
     def test_order(self) -> None:
         """With everything wrong at once, each check shadows the ones after it."""
-        facts = replace(ALLOWED, alert_firing=False, is_symptom=True, kill_switch=True,
+        facts = replace(ALLOWED, alert_firing=False, is_symptom=True, refused_step="no",
+                        kill_switch=True,
                         dry_run=True, in_maintenance=True, budget_allowed=False,
                         breaker_allowed=False, running_on_target=1, running_total=9,
                         recent_targets=frozenset({"a", "b"}))
-        order = ["resolved", "symptom", "kill_switch", "dry_run", "maintenance", "budget",
-                 "breaker", "one_per_target", "global_limit", "blast_radius"]
-        fields = ["alert_firing", "is_symptom", "kill_switch", "dry_run", "in_maintenance",
-                  "budget_allowed", "breaker_allowed", "running_on_target", "running_total",
-                  "recent_targets"]
-        good = {"alert_firing": True, "is_symptom": False, "kill_switch": False,
+        order = ["resolved", "symptom", "refused", "kill_switch", "dry_run", "maintenance",
+                 "budget", "breaker", "one_per_target", "global_limit", "blast_radius"]
+        fields = ["alert_firing", "is_symptom", "refused_step", "kill_switch", "dry_run",
+                  "in_maintenance", "budget_allowed", "breaker_allowed", "running_on_target",
+                  "running_total", "recent_targets"]
+        good: dict[str, object] = {"alert_firing": True, "is_symptom": False, "refused_step": None,
+                "kill_switch": False,
                 "dry_run": False, "in_maintenance": False, "budget_allowed": True,
                 "breaker_allowed": True, "running_on_target": 0, "running_total": 0,
                 "recent_targets": frozenset()}
@@ -80,3 +91,27 @@ def test_blast_radius_message_names_the_window() -> None:
                              blast_radius_window=3.0))
     assert verdict.check == "blast_radius"
     assert "in the last 3s" in verdict.reason
+
+
+class TestOneJudge:
+    """The journal step and the healer ask the same questions of the same functions."""
+
+    def test_judge_alert_is_the_start_of_decide(self) -> None:
+        """decide() refuses a resolved alert or a symptom exactly as judge_alert() does."""
+        for firing, symptom in [(False, False), (True, True), (False, True)]:
+            facts = replace(ALLOWED, alert_firing=firing, is_symptom=symptom,
+                            root_cause="redis")
+            assert decide(facts) == judge_alert(firing, symptom, "redis")
+        assert judge_alert(True, False) is None
+
+    def test_symptom_reason_names_the_root_cause(self) -> None:
+        """The reason says of which root cause the alert is a symptom."""
+        decision = judge_alert(True, True, "redis")
+        assert decision is not None
+        assert decision.reason.startswith("a symptom of redis;")
+
+    def test_self_raised_label(self) -> None:
+        """Only the responder's own label value marks an alert as self-raised."""
+        assert raised_by_responder({SELF_RAISED_LABEL: SELF_RAISED_VALUE})
+        assert not raised_by_responder({SELF_RAISED_LABEL: "someone-else"})
+        assert not raised_by_responder({"alertname": "MonitorizaHealingRefused"})

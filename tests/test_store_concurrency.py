@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import Engine, select
 
 from monitoriza.audit.log import AuditLog
-from monitoriza.responder.journal import Journal, JournalRow
+from monitoriza.pipeline import JournalRow
+from monitoriza.responder.journal import Journal
 from monitoriza.responder.state import responder_of
 from monitoriza.responder.webhook import Notification, parse_notification
 from monitoriza.responder.worker import JournalWorker

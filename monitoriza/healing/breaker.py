@@ -1,4 +1,4 @@
-"""A circuit breaker per (service, action), as a pure state machine with a thin locked book.
+"""A circuit breaker per (service, action), as a pure state machine.
 
 An action that keeps failing is stopped before it does more harm: the breaker *opens* after
 ``consecutive_failures`` failures in a row, or when at least ``min_calls`` of the last ``window``
@@ -10,14 +10,13 @@ row close the breaker again; a trial failure re-opens it for twice as long (capp
 
 The core (:func:`acquire`, :func:`record`, :func:`release`) takes the time as a plain float and
 returns new :class:`BreakerState` values, so it is tested with a fake clock and stored as JSON
-(:meth:`BreakerState.to_dict`). :class:`BreakerBook` keeps the states of one process behind a
-lock; the store-backed book shared by replicas is built on the same functions.
+(:meth:`BreakerState.to_dict`) under :func:`breaker_key` in the store that replicas share; the
+healer reads, changes and writes it under its policy lock.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,7 +28,12 @@ from monitoriza.durations import format_duration
 State = Literal["closed", "open", "half_open"]
 STATES: tuple[State, ...] = ("closed", "open", "half_open")
 
-Key = tuple[str, str]  # (service, action)
+BREAKER_KEY_PREFIX = "breaker:"
+
+
+def breaker_key(service: str, playbook: str) -> str:
+    """Where the breaker of ``playbook`` on ``service`` is stored: the only spelling of it."""
+    return f"{BREAKER_KEY_PREFIX}{service}:{playbook}"
 
 
 @dataclass(frozen=True)
@@ -195,43 +199,3 @@ def release(state: BreakerState) -> BreakerState:
     if state.state == "half_open" and state.trial_in_flight:
         return replace(state, trial_in_flight=False)
     return state
-
-
-class BreakerBook:
-    """The breakers of one process, keyed by (service, action), safe to use from many threads."""
-
-    def __init__(self, cfg: Breaker, states: Mapping[Key, BreakerState] | None = None) -> None:
-        self._cfg = cfg
-        self._lock = threading.Lock()
-        self._states: dict[Key, BreakerState] = dict(states or {})
-
-    def _get(self, key: Key) -> BreakerState:
-        return self._states.get(key) or BreakerState.initial(self._cfg)
-
-    def acquire(self, key: Key, now: float) -> Permit:
-        """Ask to run the action ``key`` at ``now``; at most one caller gets a half-open trial."""
-        with self._lock:
-            permit, self._states[key] = acquire(self._get(key), now, self._cfg)
-            return permit
-
-    def record(self, key: Key, success: bool, now: float) -> BreakerState:
-        """Record an outcome of ``key`` and return its new state."""
-        with self._lock:
-            self._states[key] = record(self._get(key), success, now, self._cfg)
-            return self._states[key]
-
-    def release(self, key: Key) -> BreakerState:
-        """Give back a trial of ``key`` that was granted but not run."""
-        with self._lock:
-            self._states[key] = release(self._get(key))
-            return self._states[key]
-
-    def state(self, key: Key) -> BreakerState:
-        """The current state of ``key`` (closed with no history if never used)."""
-        with self._lock:
-            return self._get(key)
-
-    def states(self) -> dict[Key, BreakerState]:
-        """A snapshot of every breaker used so far."""
-        with self._lock:
-            return dict(self._states)

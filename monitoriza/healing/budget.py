@@ -20,6 +20,14 @@ from typing import Any, TypeGuard
 from monitoriza.config.schema import Budget
 from monitoriza.durations import format_duration
 
+BUDGET_KEY_PREFIX = "budget:"
+
+
+def budget_key(service: str) -> str:
+    """Where the budget of ``service`` is stored: the only spelling of it, used both where a
+    restart spends it (the healer) and where a recovery resets its backoff (decide)."""
+    return f"{BUDGET_KEY_PREFIX}{service}"
+
 
 @dataclass(frozen=True)
 class Verdict:

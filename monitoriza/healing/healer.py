@@ -16,12 +16,18 @@ busy with another action belongs to whoever took it over. Policy decisions are s
 cluster-wide (an advisory transaction lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so
 budget, breaker, concurrency and blast-radius checks see each other's results: exactly one
 replica gets a half-open trial, and no two spend the same budget slot.
+
+The healer orchestrates; it decides nothing itself. The policy (:mod:`monitoriza.healing.policy`)
+judges every action from the facts gathered here (whether the incident still fires, whether
+the alert is still of its root cause, whether the allow-lists refuse a step, and the safety
+state); the queue's SQL lives in :mod:`monitoriza.healing.repository`; verify
+(:mod:`monitoriza.healing.verify`) waits the playbook's settle time, once. Time comes from the
+injected ``clock``, ``monotonic`` and ``sleep``, so tests drive it with a fake clock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import threading
@@ -31,28 +37,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, text, update
+from sqlalchemy import Engine
 
+from monitoriza.audit.appender import AuditAppender
 from monitoriza.config.schema import Config, Playbook
 from monitoriza.healing import repository
-from monitoriza.healing.actions import ActionContext, ActionResult, ActionRunner
+from monitoriza.healing.actions import ActionContext, ActionRefused, ActionResult, ActionRunner
 from monitoriza.healing.breaker import acquire as breaker_acquire
+from monitoriza.healing.breaker import breaker_key
 from monitoriza.healing.breaker import record as breaker_record
 from monitoriza.healing.breaker import release as breaker_release
+from monitoriza.healing.budget import budget_key, record_attempt
 from monitoriza.healing.budget import check as budget_check
-from monitoriza.healing.budget import record_attempt
+from monitoriza.healing.correlation import AlertEvent, is_symptom
 from monitoriza.healing.policy import Decision, Facts, decide, in_maintenance
 from monitoriza.healing.verify import verify
-from monitoriza.responder.processing import AuditAppender
-from monitoriza.responder.worker import worker_id
-from monitoriza.store import actions, incidents, writing
+from monitoriza.pipeline import worker_id
+from monitoriza.store import writing
 
 log = logging.getLogger(__name__)
 
+__all__ = ["KILL_SWITCH_SETTING", "ActionJob", "HealOutcome", "Healer", "Listener",
+           "breaker_key", "budget_key"]
+
 KILL_SWITCH_SETTING = "kill_switch"
-# pg_advisory_xact_lock key under which every replica takes its policy decisions in turn.
-_PG_POLICY_LOCK = int.from_bytes(hashlib.sha256(b"monitoriza.healing.policy").digest()[:8],
-                                 "big", signed=True)
+INTERRUPTED = "interrupted: the healer stopped while running it; not repeated"
 # The check name of a decision not to touch an action whose claim another healer took over.
 LEASE_LOST = "lease"
 
@@ -73,17 +82,29 @@ class HealOutcome:
     job: ActionJob
     outcome: str  # success, failure, dry_run, blocked, skipped
     reason: str
+    check: str = ""  # the policy check that refused it (blocked, dry_run, skipped); "" if it ran
 
 
 Listener = Callable[[HealOutcome], None]
 
 
-def breaker_key(service: str, playbook: str) -> str:
-    return f"breaker:{service}:{playbook}"
+def _event(job: ActionJob) -> AlertEvent:
+    """The alert the action was queued for. A row written by hand or by an older release may
+    lack fields: then it counts as an alert of the action's own target, as it was queued."""
+    try:
+        return repository.queued_event(job.alert)
+    except (KeyError, TypeError, ValueError):
+        labels = job.alert.get("labels")
+        return AlertEvent(fingerprint="", starts_at=0.0, status="firing",
+                          alertname=str(job.alert.get("alertname", "")), service=job.service,
+                          severity=None, labels=labels if isinstance(labels, dict) else {},
+                          received_at=0.0)
 
 
-def budget_key(service: str) -> str:
-    return f"budget:{service}"
+def _context(job: ActionJob) -> ActionContext:
+    """What the action's placeholders may use: the alert it was queued for."""
+    return ActionContext(job.service, str(job.alert.get("alertname", "")),
+                         dict(job.alert.get("labels", {})))
 
 
 class Healer:
@@ -92,7 +113,11 @@ class Healer:
     def __init__(self, engine: Engine, config: Config, audit: AuditAppender, *,
                  runner: ActionRunner | None = None, lease: float | None = None,
                  listeners: list[Listener] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """``clock`` is the wall time recorded and compared with stored times; ``monotonic``
+        and ``sleep`` time the verify step (its settle and retries)."""
         self.engine = engine
         self.config = config
         self.audit = audit
@@ -103,6 +128,8 @@ class Healer:
         self.lease = config.responder.lease if lease is None else lease
         self.listeners = listeners or []
         self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
         self.owner = worker_id()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -128,13 +155,7 @@ class Healer:
         now = self.clock()
         with writing(self.engine) as conn:
             # Interrupted actions: running, lease expired. Never run again; record it.
-            # Locked and skipped when locked: two replicas never both record the same one.
-            for row in conn.execute(select(actions).where(
-                    actions.c.state == "running", actions.c.lease_expires < now)
-                    .order_by(actions.c.id).with_for_update(skip_locked=True)).all():
-                conn.execute(update(actions).where(actions.c.id == row.id).values(
-                    state="done", outcome="failure", finished_at=now,
-                    detail="interrupted: the healer stopped while running it; not repeated"))
+            for row in repository.take_interrupted(conn, now, INTERRUPTED):
                 # Counted as the failure it is recorded as: above all, a half-open trial that
                 # died with its healer must not leave the breaker waiting for it forever.
                 key = breaker_key(row.service, row.playbook)
@@ -145,18 +166,9 @@ class Healer:
                     "action": row.id, "incident": row.incident_id, "service": row.service,
                     "playbook": row.playbook,
                     "reason": "the healer stopped mid-action; it is not run twice"})
-            claimable = (select(actions.c.id).where(or_(
-                actions.c.state == "pending",
-                (actions.c.state == "claimed") & (actions.c.lease_expires < now)))
-                .order_by(actions.c.id).limit(10).with_for_update(skip_locked=True))
-            rows = conn.execute(
-                update(actions).where(actions.c.id.in_(claimable.scalar_subquery()))
-                .values(state="claimed", lease_owner=self.owner,
-                        lease_expires=now + self.lease)
-                .returning(actions.c.id, actions.c.incident_id, actions.c.service,
-                           actions.c.playbook, actions.c.alert)).all()
-        return sorted((ActionJob(r.id, r.incident_id, r.service, r.playbook,
-                                 json.loads(r.alert)) for r in rows), key=lambda j: j.id)
+            rows = repository.claim_actions(conn, self.owner, now, self.lease)
+        return [ActionJob(r.id, r.incident_id, r.service, r.playbook, json.loads(r.alert))
+                for r in rows]
 
     def playbook(self, job: ActionJob) -> Playbook | None:
         service = self.config.services.get(job.service)
@@ -175,17 +187,16 @@ class Healer:
             return HealOutcome(job, "skipped", decision.reason)
         if decision.verdict != "act":
             return self._finish_refused(job, decision, book=book, trial=trial)
-        context = ActionContext(job.service, str(job.alert.get("alertname", "")),
-                                dict(job.alert.get("labels", {})))
+        context = _context(job)
         with self._renewing(job):
             results = self._run_steps(book.steps, context)
             ok = all(result.ok for result in results)
             verify_detail = ""
             if ok and book.verify is not None:
-                if book.verify.settle:
-                    self._stop.wait(book.verify.settle)
+                # verify waits the settle time itself: here it would be waited twice.
                 probe = self._probe_spec(job.service, book.verify.probe)
-                checked = verify(book.verify, probe, self.config.exporter.prometheus_url)
+                checked = verify(book.verify, probe, self.config.exporter.prometheus_url,
+                                 sleep=self.sleep, clock=self.monotonic)
                 ok, verify_detail = checked.ok, checked.detail
             rollback: list[ActionResult] = []
             if not ok and book.rollback:
@@ -221,10 +232,8 @@ class Healer:
             while not done.wait(self.lease / 3):
                 try:
                     with writing(self.engine) as conn:
-                        conn.execute(update(actions).where(
-                            actions.c.id == job.id, actions.c.state == "running",
-                            actions.c.lease_owner == self.owner).values(
-                            lease_expires=self.clock() + self.lease))
+                        repository.renew_lease(conn, job.id, self.owner,
+                                               self.clock() + self.lease)
                 except Exception:  # the store is down: the next renewal may work
                     log.exception("action %d: renewing the lease failed", job.id)
 
@@ -238,55 +247,51 @@ class Healer:
 
     # -- the two transactions ----------------------------------------------------------------
 
-    def _serialise_policy(self, conn: Connection) -> None:
-        """Take the cluster-wide policy lock (SQLite's BEGIN IMMEDIATE already is one)."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_POLICY_LOCK})
-
-    def _still_ours(self, conn: Connection, job: ActionJob, state: str) -> bool:
-        """Lock the action's row; is it still in ``state`` under this healer's lease?"""
-        row = conn.execute(select(actions.c.state, actions.c.lease_owner).where(
-            actions.c.id == job.id).with_for_update()).one_or_none()
-        return row is not None and row.state == state and row.lease_owner == self.owner
+    def _refused_step(self, book: Playbook, context: ActionContext) -> str | None:
+        """Why the allow-lists refuse a step of ``book`` for this alert, or None."""
+        for step in book.steps:
+            try:
+                self.runner.check(step, context)
+            except ActionRefused as exc:
+                return str(exc)
+        return None
 
     def _authorize(self, job: ActionJob, book: Playbook) -> tuple[Decision, bool]:
         """Policy, and if it says act: spend the budget slot and mark the action running."""
+        context = _context(job)
         with writing(self.engine) as conn:
-            self._serialise_policy(conn)
+            repository.lock_policy(conn)
             now = self.clock()  # after the lock: decisions are ordered as their times are
-            if not self._still_ours(conn, job, "claimed"):
+            if not repository.held_by(conn, job.id, self.owner, "claimed"):
                 return Decision("skipped", "the claim expired and another healer took the "
                                 "action over", LEASE_LOST), False
-            state = repository.incident_state(conn, job.incident_id)
+            incident = repository.load_incident(conn, job.incident_id)
+            cause = incident.root_cause if incident is not None else None
             budget_state = repository.load_budget(conn, budget_key(job.service))
             verdict = budget_check(budget_state, now, self.settings.budget)
             breaker_state = repository.load_breaker(conn, breaker_key(job.service, job.playbook),
                                                     self.settings.breaker)
             permit, breaker_after = breaker_acquire(breaker_state, now, self.settings.breaker)
-            running = conn.execute(select(actions.c.service, func.count()).where(
-                actions.c.state == "running").group_by(actions.c.service)).all()
-            since = now - self.settings.blast_radius_window
-            recent = {service for (service,) in conn.execute(
-                select(actions.c.service).where(actions.c.started_at >= since))}
+            running = repository.running_by_service(conn)
             facts = Facts(
-                alert_firing=state is not None and state != "resolved",
-                is_symptom=False,
+                alert_firing=incident is not None and incident.state != "resolved",
+                is_symptom=incident is not None and is_symptom(_event(job), incident),
                 kill_switch=self.kill_switch_on(conn),
                 dry_run=self.settings.dry_run or book.dry_run,
                 in_maintenance=in_maintenance(self.settings.maintenance, job.service, now),
                 budget_allowed=verdict.allowed, budget_reason=verdict.reason,
                 breaker_allowed=permit.allowed, breaker_reason=permit.reason,
-                running_on_target=sum(n for service, n in running if service == job.service),
-                running_total=sum(n for _, n in running),
+                running_on_target=running.get(job.service, 0),
+                running_total=sum(running.values()),
                 max_concurrent=self.settings.max_concurrent_actions,
-                recent_targets=frozenset(recent),
+                recent_targets=repository.services_acted_on_since(
+                    conn, now - self.settings.blast_radius_window),
                 max_targets_per_minute=self.settings.max_targets_per_minute,
                 blast_radius_window=self.settings.blast_radius_window,
-                target=job.service)
+                target=job.service,
+                root_cause=cause.service if cause is not None else None,
+                refused_step=self._refused_step(book, context))
             decision = decide(facts)
-            if not facts.alert_firing:
-                decision = Decision("skipped", "the incident was resolved before the action "
-                                    "ran", "resolved")
             if decision.verdict != "act":
                 if permit.trial:
                     breaker_after = breaker_release(breaker_after)
@@ -298,15 +303,12 @@ class Healer:
             repository.save_state(conn, budget_key(job.service),
                                   record_attempt(budget_state, now,
                                                  self.settings.budget).to_dict())
-            conn.execute(update(actions).where(actions.c.id == job.id).values(
-                state="running", started_at=now, lease_expires=now + self.lease))
+            repository.start_action(conn, job.id, now, now + self.lease)
             repository.set_incident_state(conn, job.incident_id, "healing", now)
             self.audit.append(conn, "action.started", {
                 "action": job.id, "incident": job.incident_id, "service": job.service,
                 "playbook": job.playbook, "trial": permit.trial,
-                "steps": [self.runner.describe(step, ActionContext(
-                    job.service, str(job.alert.get("alertname", "")),
-                    dict(job.alert.get("labels", {})))) for step in book.steps]})
+                "steps": [self.runner.describe(step, context) for step in book.steps]})
         return decision, permit.trial
 
     def _finish_refused(self, job: ActionJob, decision: Decision, *,
@@ -317,14 +319,12 @@ class Healer:
                                 "service": job.service, "playbook": job.playbook,
                                 "check": decision.check, "reason": decision.reason}
         if outcome == "dry_run" and book is not None:
-            context = ActionContext(job.service, str(job.alert.get("alertname", "")),
-                                    dict(job.alert.get("labels", {})))
+            context = _context(job)
             data["would_run"] = [self.runner.describe(step, context) for step in book.steps]
         with writing(self.engine) as conn:
-            conn.execute(update(actions).where(actions.c.id == job.id).values(
-                state="done", outcome=outcome, finished_at=now, detail=decision.reason))
+            repository.finish_action(conn, job.id, outcome, now, decision.reason)
             self.audit.append(conn, f"action.{outcome}", data)
-        result = HealOutcome(job, outcome, decision.reason)
+        result = HealOutcome(job, outcome, decision.reason, decision.check)
         self._tell(result)
         return result
 
@@ -339,16 +339,14 @@ class Healer:
         with writing(self.engine) as conn:
             # Recorded as interrupted meanwhile (this healer stalled past its lease): the
             # action did run once, so its real outcome is still recorded, marked late.
-            late = not self._still_ours(conn, job, "running")
+            late = not repository.held_by(conn, job.id, self.owner, "running")
             key = breaker_key(job.service, job.playbook)
             state = repository.load_breaker(conn, key, self.settings.breaker)
             repository.save_state(conn, key, breaker_record(
                 state, ok, now, self.settings.breaker).to_dict())
-            incident_signature = conn.execute(select(incidents.c.signature).where(
-                incidents.c.id == job.incident_id)).scalar_one_or_none() or ""
-            repository.record_outcome(conn, incident_signature, job.service, job.playbook, ok)
-            conn.execute(update(actions).where(actions.c.id == job.id).values(
-                state="done", outcome=outcome, finished_at=now, detail=reason))
+            repository.record_outcome(conn, repository.incident_signature(conn, job.incident_id),
+                                      job.service, job.playbook, ok)
+            repository.finish_action(conn, job.id, outcome, now, reason)
             self.audit.append(conn, f"action.{outcome}", {
                 "action": job.id, "incident": job.incident_id, "service": job.service,
                 "playbook": job.playbook, "reason": reason, **({"late": True} if late else {}),
@@ -390,7 +388,7 @@ class Healer:
             except Exception:
                 log.exception("healer: run failed; retrying")
                 done = 0
-                time.sleep(1.0)
+                self._stop.wait(1.0)
             if not done:
                 self._wake.wait(0.5)
                 self._wake.clear()

@@ -16,6 +16,7 @@ from monitoriza.healing.breaker import STATES, BreakerState
 from monitoriza.healing.budget import BudgetState, remaining
 from monitoriza.healing.chat import ChatStats
 from monitoriza.healing.memory import Outcomes, success_ratio
+from monitoriza.healing.notify import EscalationStats
 from monitoriza.store import reading
 
 INCIDENT_STATES = ("open", "healing", "resolved")
@@ -23,10 +24,12 @@ INCIDENT_STATES = ("open", "healing", "resolved")
 
 class HealingCollector(Collector):
     def __init__(self, engine: Engine, settings: Healing,
-                 chat_stats: Callable[[], ChatStats]) -> None:
+                 chat_stats: Callable[[], ChatStats],
+                 escalation_stats: Callable[[], EscalationStats] | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.chat_stats = chat_stats
+        self.escalation_stats = escalation_stats or EscalationStats
 
     def collect(self) -> Iterator[Metric]:
         now = time.time()
@@ -85,3 +88,11 @@ class HealingCollector(Collector):
                               ("dropped_queue_full", stats.dropped_queue_full)):
             chat.add_metric([result], float(count))
         yield chat
+        escalated = self.escalation_stats()
+        escalations = CounterMetricFamily(
+            "monitoriza_healing_escalations", "Refusals escalated to Alertmanager as "
+            "MonitorizaHealingRefused, by what became of them", labels=["result"])
+        for result, count in (("sent", escalated.sent), ("failed", escalated.failed),
+                              ("dropped_queue_full", escalated.dropped_queue_full)):
+            escalations.add_metric([result], float(count))
+        yield escalations

@@ -1,8 +1,13 @@
 """The responder's Flask application factory.
 
-``create_app(config)`` wires the store, the journal, the audit log and the worker into one
-app; blueprints add the endpoints (intake, audit, operations). Tests pass ``start_worker=False``
-and drive the worker themselves.
+``create_app(config)`` wires the store, the journal, the audit log, the journal worker (whose
+processor, ``monitoriza.healing.decide.HealingProcessor``, correlates alerts and queues
+healing), the healer, chat and escalation into one app. Blueprints add the
+endpoints: intake (``POST /api/v1/alerts``), audit (``/api/v1/audit``), the healing API
+(incidents, operational memory, the kill switch), dead letters, and operations (health,
+readiness, metrics, OpenAPI). Every blueprint but operations is guarded by the one bearer-token
+check of :mod:`monitoriza.responder.auth`. Tests pass ``start_worker=False`` and drive the
+worker and the healer themselves.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from monitoriza.healing.decide import HealingProcessor
 from monitoriza.healing.healer import Healer, HealOutcome
 from monitoriza.healing.metrics import HealingCollector
 from monitoriza.healing.notify import Escalator, IncidentNotifier
+from monitoriza.pipeline import JournalRow
 from monitoriza.responder import audit_api, healing_api, intake, operations
 from monitoriza.responder.dead_letters import blueprint as dead_letters_api
-from monitoriza.responder.journal import Journal, JournalRow
+from monitoriza.responder.journal import Journal
 from monitoriza.responder.metrics import ResponderMetrics
-from monitoriza.responder.processing import Processor
 from monitoriza.responder.state import Responder, responder_of
 from monitoriza.responder.verifier import AuditVerifier
 from monitoriza.responder.worker import JournalWorker
@@ -48,7 +53,6 @@ def read_token(path: str) -> str:
 
 
 def create_app(config: Config, *, token: str | None = None, start_worker: bool = True,
-               processor: Processor | None = None,
                test_config: dict[str, Any] | None = None) -> Flask:
     """Build the responder app for ``config``; raises ConfigError for a missing token."""
     settings = config.responder
@@ -65,9 +69,11 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     metrics.registry.register(AuditHeadCollector(audit.head))  # Prometheus as a witness
 
     chat = notifier_from_config(settings.healing.chat)
-    notifier = IncidentNotifier(chat, Escalator(
-        str(settings.healing.alertmanager_url) if settings.healing.alertmanager_url else None))
-    metrics.watch_healing(HealingCollector(engine, settings.healing, chat.stats))
+    escalator = Escalator(
+        str(settings.healing.alertmanager_url) if settings.healing.alertmanager_url else None)
+    notifier = IncidentNotifier(chat, escalator)
+    metrics.watch_healing(HealingCollector(engine, settings.healing, chat.stats,
+                                           escalator.stats))
 
     def count_outcome(outcome: HealOutcome) -> None:
         metrics.healing_actions.labels(outcome.job.service, outcome.job.playbook,
@@ -83,8 +89,7 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
         # After commits only: a checkpoint of an uncommitted entry would read as truncation.
         audit.maybe_checkpoint()
 
-    worker = JournalWorker(journal, processor or HealingProcessor(config, audit,
-                                                                  notify=notifier.incident),
+    worker = JournalWorker(journal, HealingProcessor(config, audit, notify=notifier.incident),
                            lease=settings.lease, on_processed=on_processed,
                            after_batch=checkpoint)
     verifier = AuditVerifier(audit, metrics, settings.audit.verify_interval)

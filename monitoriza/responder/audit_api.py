@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 
-from monitoriza.responder.auth import authorized
+from monitoriza.responder.auth import protect
 from monitoriza.responder.errors import error
 from monitoriza.responder.query import integer_arg
 from monitoriza.responder.state import responder_of
 
-blueprint = Blueprint("audit", __name__)
+blueprint = protect(Blueprint("audit", __name__))
 MAX_LIMIT = 1000
 
 
 @blueprint.get("/api/v1/audit")
 def list_audit() -> tuple[Response, int]:
     state = responder_of(current_app)
-    if not authorized(request, state.token):
-        return error(401, "unauthorized", "a valid bearer token is required")
     since = integer_arg("since", 0)
     limit = integer_arg("limit", 100, 1, MAX_LIMIT)
     if since is None or limit is None:

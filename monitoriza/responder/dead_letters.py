@@ -14,14 +14,15 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
-from monitoriza.responder.auth import authorized
+from monitoriza.pipeline import JournalRow
+from monitoriza.responder.auth import protect
 from monitoriza.responder.errors import error
-from monitoriza.responder.journal import Journal, JournalRow, RetryPolicy
+from monitoriza.responder.journal import Journal, RetryPolicy
 from monitoriza.responder.query import MAX_ID, integer_arg
 from monitoriza.responder.state import Responder, responder_of
 from monitoriza.store import writing
 
-blueprint = Blueprint("dead_letters", __name__)
+blueprint = protect(Blueprint("dead_letters", __name__))
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_IDS = 10_000  # per replay request; {"all": true} has no limit
@@ -46,13 +47,6 @@ def _wire_worker(setup: BlueprintSetupState) -> None:
 
 
 blueprint.record_once(_wire_worker)
-
-
-@blueprint.before_request
-def require_token() -> tuple[Response, int] | None:
-    if not authorized(request, responder_of(current_app).token):
-        return error(401, "unauthorized", "a valid bearer token is required")
-    return None
 
 
 @blueprint.get("/api/v1/dead-letters")

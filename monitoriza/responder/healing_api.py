@@ -16,20 +16,13 @@ from monitoriza.healing import repository
 from monitoriza.healing.correlation import AlertSummary
 from monitoriza.healing.healer import KILL_SWITCH_SETTING
 from monitoriza.healing.memory import Outcomes, success_ratio
-from monitoriza.responder.auth import authorized
+from monitoriza.responder.auth import protect
 from monitoriza.responder.errors import error
 from monitoriza.responder.query import MAX_ID, integer_arg
 from monitoriza.responder.state import responder_of
 from monitoriza.store import incidents, reading, writing
 
-blueprint = Blueprint("healing", __name__)
-
-
-@blueprint.before_request
-def require_token() -> tuple[Response, int] | None:
-    if not authorized(request, responder_of(current_app).token):
-        return error(401, "unauthorized", "a valid bearer token is required")
-    return None
+blueprint = protect(Blueprint("healing", __name__))
 
 
 MAX_LIMIT = 1000

@@ -16,13 +16,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from monitoriza.responder.auth import authorized
+from monitoriza.responder.auth import protect
 from monitoriza.responder.errors import error
 from monitoriza.responder.state import responder_of
 from monitoriza.responder.webhook import WebhookError, parse_notification
 
 log = logging.getLogger(__name__)
-blueprint = Blueprint("intake", __name__)
+blueprint = protect(Blueprint("intake", __name__))
 
 
 def read_body(limit: int) -> bytes:
@@ -55,8 +55,6 @@ def read_body(limit: int) -> bytes:
 def receive_alerts() -> tuple[Response, int]:
     started = time.perf_counter()
     state = responder_of(current_app)
-    if not authorized(request, state.token):
-        return error(401, "unauthorized", "a valid bearer token is required")
     if request.mimetype != "application/json":
         return error(415, "unsupported media type", "the body must be application/json")
     body = read_body(current_app.config["MAX_CONTENT_LENGTH"])  # 413 past it, as JSON

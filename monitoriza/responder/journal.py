@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from monitoriza.pipeline import JournalRow
 from monitoriza.responder.webhook import Notification
 from monitoriza.store import journal, notifications, reading, writing
 
@@ -105,22 +106,6 @@ class Accepted:
     @property
     def duplicates(self) -> int:
         return self.alerts - self.new
-
-
-@dataclass(frozen=True, slots=True)
-class JournalRow:
-    id: int
-    receiver: str
-    group_key: str
-    fingerprint: str
-    status: str
-    starts_at: str
-    alert: str
-    attempts: int
-
-    def document(self) -> dict[str, object]:
-        decoded: dict[str, object] = json.loads(self.alert)
-        return decoded
 
 
 def alert_documents(notification: Notification) -> list[dict[str, object]]:

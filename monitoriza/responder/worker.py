@@ -10,20 +10,18 @@ traceback only at DEBUG, so a poison row cannot flood the log.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from monitoriza.audit.appender import AuditAppender
 from monitoriza.exceptions import MonitorizaError
-from monitoriza.responder.journal import Journal, JournalRow, RetryPolicy, describe_error
-from monitoriza.responder.processing import AuditAppender, Processor
+from monitoriza.pipeline import JournalRow, Processor, worker_id
+from monitoriza.responder.journal import Journal, RetryPolicy, describe_error
 from monitoriza.store import writing
 
 log = logging.getLogger(__name__)
@@ -47,11 +45,6 @@ def store_unavailable(error: BaseException) -> bool:
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= LOGGED_ERROR_CHARS else text[:LOGGED_ERROR_CHARS - 3] + "..."
-
-
-def worker_id() -> str:
-    """Unique per worker: host, process and a random part (PIDs are reused after a crash)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class JournalWorker:

@@ -14,8 +14,6 @@ can be tested without an engine.
 
 from __future__ import annotations
 
-import math
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +24,8 @@ import requests.exceptions
 import urllib3.exceptions
 
 from monitoriza.config.schema import DockerProbe
+from monitoriza.docker_engine import engine_client, engine_url
 from monitoriza.exporter.probes.base import Deadline, Measurement, ProbeOutcome, ProbeRunner
-
-DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 
 # Every value the engine reports in State.Status; the one-hot state metric has one sample each,
 # so a dashboard can graph a state that is currently 0 without the series disappearing.
@@ -136,27 +133,6 @@ def _classify(exc: BaseException) -> str:
     return "error"
 
 
-def _unix_socket_path(url: str) -> str | None:
-    """The socket path of a ``unix://`` engine URL (parsed like the SDK does), else None."""
-    if not url.startswith("unix://"):
-        return None
-    path = url[len("unix://") :]
-    return path if path.startswith("/") else f"/{path}"
-
-
-def _check_unix_socket(path: str, deadline: Deadline) -> None:
-    """Connect to the engine's socket once and close it; raise ``OSError`` when that fails.
-
-    The SDK's unix connection does not close its socket when ``connect()`` fails, so every
-    run against a stopped engine would leak a socket until the garbage collector finds it
-    (a ``ResourceWarning``). Finding out first, with a socket we close ourselves, avoids that
-    for the usual way an engine is unreachable: no socket file, or nobody listening on it.
-    """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(deadline.remaining())
-        probe.connect(path)
-
-
 def describe_state(container: str, state: dict[str, Any], status: str, health: str) -> str:
     """A message saying why the container is not healthy, for the operator reading it."""
     if status == "running":
@@ -187,20 +163,15 @@ class DockerRunner:
     def url(self) -> str:
         """The engine URL: the probe's own, else ``DOCKER_HOST`` like the docker CLI, else
         the default local socket. Read per run so a changed environment is picked up."""
-        return self._spec.docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
+        return engine_url(self._spec.docker_url)
 
     def __call__(self, deadline: Deadline) -> ProbeOutcome:
         name = self._spec.container
         url = self.url
-        client = None
-        socket_path = _unix_socket_path(url)
         try:
-            if socket_path is not None:
-                _check_unix_socket(socket_path, deadline)
-            # The SDK wants whole seconds; rounding up keeps a sub-second deadline above zero,
-            # and the scheduler still cuts off a probe that overruns.
-            client = docker.DockerClient(base_url=url, timeout=math.ceil(deadline.remaining()))
-            attrs: dict[str, Any] = client.containers.get(name).attrs
+            # The scheduler still cuts off a probe that overruns the rounded-up client timeout.
+            with engine_client(url, deadline.remaining()) as client:
+                attrs: dict[str, Any] = client.containers.get(name).attrs
         except docker.errors.NotFound:
             return ProbeOutcome.failed("not_found", f"container {name} does not exist on {url}")
         except (
@@ -214,9 +185,6 @@ class DockerRunner:
                 "connection": "cannot reach the Docker engine",
             }.get(reason, "Docker engine error")
             return ProbeOutcome.failed(reason, f"{what} at {url}: {exc}")
-        finally:
-            if client is not None:
-                client.close()
         return self._outcome(attrs)
 
     def _outcome(self, attrs: dict[str, Any]) -> ProbeOutcome:

@@ -1,29 +1,19 @@
-"""What happens to a journaled alert: here, it is recorded and audited.
+"""The first step of processing a journaled alert: record its state and audit it.
 
-This is the step the correlation and healing pipeline plugs into. It runs inside the same
-transaction that marks the journal row done, so its database effects and its audit entries
-happen exactly once, or not at all.
+It runs inside the same transaction that marks the journal row done, so its database effects
+and its audit entries happen exactly once, or not at all. :class:`HealingProcessor`
+(:mod:`monitoriza.healing.decide`) runs it before correlating the alert.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Protocol
 
 from sqlalchemy import Connection, insert, select, update
 
-from monitoriza.responder.journal import JournalRow
+from monitoriza.audit.appender import AuditAppender
+from monitoriza.pipeline import JournalRow
 from monitoriza.store import alert_state
-
-
-class AuditAppender(Protocol):
-    def append(self, conn: Connection, kind: str, data: Mapping[str, object]) -> object: ...
-
-
-class Processor(Protocol):
-    def __call__(self, conn: Connection, row: JournalRow) -> str:
-        """Process ``row`` inside ``conn``'s transaction; return the outcome name."""
 
 
 def alert_summary(row: JournalRow) -> dict[str, object]:
