@@ -153,6 +153,8 @@ incidents = Table(
     Column("alerts", Text, nullable=False, server_default="{}"),
 )
 Index("incidents_state", incidents.c.state)
+# Incidents resolved within the recovery cool-down are read for every alert.
+Index("incidents_state_resolved_at", incidents.c.state, incidents.c.resolved_at)
 
 # Each alert of an incident: the latest event of one fingerprint, one row per alert. ``kind``
 # is the SHA-256 of the alert's kind (service, alertname, component, severity; see
@@ -351,6 +353,7 @@ def create_store(url: str, timeout: float = 5.0) -> Engine:
         serialize(conn)  # replicas starting together: one creates the tables, the rest see them
         metadata.create_all(conn)
         add_missing_columns(conn)
+        add_missing_indexes(conn)
     return engine
 
 
@@ -371,3 +374,22 @@ def add_missing_columns(conn: Connection) -> list[str]:
                     f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
                 added.append(f"{table.name}.{column.name}")
     return added
+
+
+def add_missing_indexes(conn: Connection) -> list[str]:
+    """Create the indexes that tables of a store of an earlier release lack; returns their
+    names (``create_all`` makes a new table's indexes, never an existing table's). An index
+    meant for the other dialect (``ddl_if``) is skipped by SQLAlchemy and not reported."""
+
+    def existing() -> dict[str, set[str]]:
+        return {table: {str(index["name"]) for index in inspect(conn).get_indexes(table)}
+                for table in inspect(conn).get_table_names()}
+
+    before = existing()
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            if table.name in before and index.name not in before[table.name]:
+                index.create(conn, checkfirst=True)
+    after = existing()
+    return sorted(name for table, names in after.items()
+                  for name in names - before.get(table, names))

@@ -33,7 +33,7 @@ from tests.support.binaries import require_binary, wait_until
 
 CONFIGS = {"alertmanager.yml": PRODUCTION_CONFIG, "examples/telegram.yml": TELEGRAM_CONFIG}
 TEMPLATE_FILE = ALERTMANAGER_DIR / "templates" / "monitoriza.tmpl"
-RECEIVERS = {"oncall", "team", "responder", "deadmans-switch"}
+RECEIVERS = {"oncall", "team", "oncall-chat", "team-chat", "responder", "deadmans-switch"}
 RESPONDER_WEBHOOK = {
     "url": "http://127.0.0.1:9095/api/v1/alerts",
     "send_resolved": True,
@@ -145,7 +145,7 @@ class TestConfigFiles:
         assert TEMPLATE_FILE.resolve() in [path.resolve() for path in matched]
 
     def test_receivers_are_named_per_contract(self) -> None:
-        """The four receivers exist with exactly the names routes and runbooks use."""
+        """The six receivers exist with exactly the names routes and runbooks use."""
         for config in CONFIGS.values():
             assert {r["name"] for r in load(config)["receivers"]} == RECEIVERS
 
@@ -155,10 +155,18 @@ class TestConfigFiles:
         for config in CONFIGS.values():
             assert receiver(load(config), name)["webhook_configs"] == [RESPONDER_WEBHOOK]
 
+    @pytest.mark.parametrize("name", ["oncall-chat", "team-chat"])
+    def test_chat_only_receivers_never_reach_the_responder(self, name: str) -> None:
+        """The responder's own notices and refusals go to chat, never back to the responder."""
+        for config in CONFIGS.values():
+            assert "webhook_configs" not in receiver(load(config), name)
+
     def test_chat_receivers_use_the_monitoriza_templates(self) -> None:
         """Slack titles and texts come from monitoriza.tmpl and resolved messages are sent."""
         config = load(PRODUCTION_CONFIG)
-        for name, secret in (("oncall", "oncall-slack-url"), ("team", "team-slack-url")):
+        for name, secret in (("oncall", "oncall-slack-url"), ("team", "team-slack-url"),
+                             ("oncall-chat", "oncall-slack-url"),
+                             ("team-chat", "team-slack-url")):
             (slack,) = receiver(config, name)["slack_configs"]
             assert slack["api_url_file"] == f"/etc/alertmanager/secrets/{secret}"
             assert slack["send_resolved"] is True
@@ -177,10 +185,13 @@ class TestConfigFiles:
         production, telegram = load(PRODUCTION_CONFIG), load(TELEGRAM_CONFIG)
         for key in ("global", "route", "inhibit_rules"):
             assert telegram[key] == production[key], key
-        for name in ("team", "responder", "deadmans-switch"):
+        for name in ("team", "team-chat", "responder", "deadmans-switch"):
             assert receiver(telegram, name) == receiver(production, name)
         oncall = receiver(telegram, "oncall")
         assert set(oncall) == {"name", "telegram_configs", "webhook_configs"}
+        oncall_chat = receiver(telegram, "oncall-chat")
+        assert set(oncall_chat) == {"name", "telegram_configs"}
+        assert oncall_chat["telegram_configs"] == oncall["telegram_configs"]
         (bot,) = oncall["telegram_configs"]
         assert bot["bot_token"] == "REPLACE_WITH_BOT_TOKEN"
         assert isinstance(bot["chat_id"], int)
@@ -201,7 +212,8 @@ class TestConfigFiles:
 # (case id, labels besides service/tier, the one receiver expected)
 SEVERITY_CASES = [
     ("P2", {"severity": "P2", "alertname": "X"}, "oncall"),
-    ("P3", {"severity": "P3", "alertname": "X"}, "team"),
+    # Service alerts below P2 reach people as the responder's incident notices.
+    ("P3", {"severity": "P3", "alertname": "X"}, "responder"),
     ("P4", {"severity": "P4", "alertname": "X"}, "responder"),
     ("Watchdog", {"severity": "none", "alertname": "Watchdog"}, "deadmans-switch"),
     # No or an unknown severity: `team` is the team chat *and* the responder webhook.
@@ -260,6 +272,26 @@ class TestRouting:
         """MonitorizaExporterDown-style alerts (no service, no tier) route like the others."""
         labels = {"alertname": "MonitorizaExporterDown", "severity": severity}
         assert routes_test(PRODUCTION_CONFIG, labels, expected) == [expected]
+
+    @pytest.mark.parametrize("config_name", sorted(CONFIGS))
+    @pytest.mark.parametrize(
+        ("labels", "expected"),
+        [
+            ({"alertname": "MonitorizaIncident", "incident": "7", "severity": "P3",
+              "root_cause": "guardian"}, "team-chat"),
+            ({"alertname": "MonitorizaIncident", "incident": "7", "severity": "P2",
+              "root_cause": "guardian"}, "team-chat"),
+            ({"alertname": "MonitorizaHealingRefused", "severity": "P2", "service": "redis",
+              "monitoriza_raised_by": "responder"}, "oncall-chat"),
+        ],
+        ids=["notice-P3", "notice-P2", "refusal"],
+    )
+    def test_the_responders_own_alerts_reach_chat_only(
+        self, config_name: str, labels: dict[str, str], expected: str
+    ) -> None:
+        """Incident notices go to the team chat (escalation included: pages come straight
+        from the P2 alerts), refusals to the on-call chat; neither back to the responder."""
+        assert routes_test(CONFIGS[config_name], labels, expected) == [expected]
 
 
 # --- templates ------------------------------------------------------------------------------
@@ -418,19 +450,60 @@ class TestLiveAlertmanager:
             assert post.header("Authorization") == f"Bearer {am.responder_token}"
             assert post.body["receiver"] == "responder"
 
-    def test_p3_goes_to_team_chat_and_responder_only(
+    def test_service_p3_goes_to_the_responder_only(
         self, alertmanager_factory: AlertmanagerFactory
     ) -> None:
-        """A lone P3 posts to the team chat and the responder, never to on-call."""
+        """A service's P3 reaches the responder alone: people hear of it as an incident."""
         am = alertmanager_factory()
         am.post_alerts([alert("RedisMemoryHigh", "P3", service="redis", tier="standard")])
-        am.capture.wait_for(slack_about(TEAM_SLACK, "RedisMemoryHigh", "P3 redis"), 10.0)
         (post, *_) = am.capture.wait_for(
             to_responder(alertname="RedisMemoryHigh", severity="P3"), DELIVERY_TIMEOUT
+        )
+        assert post.body["receiver"] == "responder"
+        assert not wait_until(lambda: am.capture.paths() != {RESPONDER}, QUIET_PERIOD)
+
+    def test_p3_without_service_goes_to_team_chat_and_responder(
+        self, alertmanager_factory: AlertmanagerFactory
+    ) -> None:
+        """A P3 about the monitoring itself (no service) still posts to the team chat."""
+        am = alertmanager_factory()
+        am.post_alerts([alert("MonitorizaResponderDown", "P3")])
+        am.capture.wait_for(slack_about(TEAM_SLACK, "MonitorizaResponderDown"), DELIVERY_TIMEOUT)
+        (post, *_) = am.capture.wait_for(
+            to_responder(alertname="MonitorizaResponderDown"), DELIVERY_TIMEOUT
         )
         assert post.body["receiver"] == "team"
         assert not wait_until(lambda: bool(am.capture.posts(ONCALL_SLACK)), QUIET_PERIOD)
         assert am.capture.paths() == {TEAM_SLACK, RESPONDER}
+
+    def test_incident_notices_make_one_team_thread(
+        self, alertmanager_factory: AlertmanagerFactory
+    ) -> None:
+        """The responder's notices of one incident: the P3 notice, then the P2 escalation
+        joining its group, then both ending, are three team messages: opened, escalated,
+        resolved. Nothing reaches on-call or the responder."""
+        am = alertmanager_factory()
+
+        def notice(severity: str, resolved: bool = False) -> dict[str, Any]:
+            document = alert("MonitorizaIncident", severity, incident="7",
+                             root_cause="guardian", monitoriza_raised_by="responder",
+                             resolved=resolved)
+            document["annotations"]["summary"] = "Incident #7: guardian; symptoms: api-gateway"
+            return document
+
+        am.post_alerts([notice("P3")])
+        am.capture.wait_for(slack_about(TEAM_SLACK, "[P3] Incident #7: guardian"),
+                            DELIVERY_TIMEOUT, "the opened notice")
+        am.post_alerts([notice("P3"), notice("P2")])
+        am.capture.wait_for(slack_about(TEAM_SLACK, "[P2] Incident #7: guardian"),
+                            DELIVERY_TIMEOUT, "the escalation")
+        am.post_alerts([notice("P3", resolved=True), notice("P2", resolved=True)])
+        am.capture.wait_for(slack_about(TEAM_SLACK, "[RESOLVED] Incident #7"),
+                            DELIVERY_TIMEOUT, "the resolution")
+        assert not wait_until(lambda: len(am.capture.posts(TEAM_SLACK)) > 3, QUIET_PERIOD)
+        assert [slack_title(post).split("]")[0] for post in am.capture.posts(TEAM_SLACK)] == [
+            "[P3", "[P2", "[RESOLVED"]
+        assert am.capture.paths() == {TEAM_SLACK}
 
     def test_watchdog_only_pings_the_deadmans_switch(
         self, alertmanager_factory: AlertmanagerFactory

@@ -85,15 +85,18 @@ def resolve(at: float, alertname: str, service: str | None, severity: str = "P4"
 
 
 def run(events: Sequence[AlertEvent], topology: Topology = CONECTA,
-        window: float = WINDOW, members: MemoryMembers | None = None) -> list[Incident]:
+        window: float = WINDOW, members: MemoryMembers | None = None,
+        cooldown: float = 0.0) -> list[Incident]:
     """Feed the events as the worker does, numbering new incidents and keeping each alert
-    in ``members`` as the store would."""
+    in ``members`` as the store would; with a ``cooldown``, recently resolved incidents are
+    handed in too, as the worker does."""
     book = MemoryMembers() if members is None else members
     incidents: list[Incident] = []
     for event in events:
-        active = [incident for incident in incidents if incident.state != "resolved"]
-        result = correlate(active, event, topology, now=event.received_at, window=window,
-                           members=book)
+        given = [incident for incident in incidents if incident.state != "resolved"
+                 or (incident.resolved_at or 0.0) >= event.received_at - cooldown]
+        result = correlate(given, event, topology, now=event.received_at, window=window,
+                           members=book, cooldown=cooldown)
         if result is None:
             continue
         incident = result.incident
@@ -124,6 +127,7 @@ class Case:
     name: str
     events: tuple[AlertEvent, ...]
     expected: tuple[Expect, ...]
+    cooldown: float = 0.0
 
 
 CASES = [
@@ -198,10 +202,24 @@ CASES = [
         fire(0, "ServiceDown", "redis"),
         fire(240, "ServiceDegraded", "backend"),
     ), (Expect("redis", risk="medium", alerts=2),)),
-    Case("late-symptom-after-the-window-opens-its-own", (
+    Case("late-symptom-after-the-window-joins-while-the-root-fires", (
         fire(0, "ServiceDown", "redis"),
         fire(400, "ServiceDegraded", "backend"),
-    ), (Expect("redis", risk="medium"), Expect("backend", risk="medium"))),
+    ), (Expect("redis", risk="medium", alerts=2),)),
+    Case("late-dependency-after-the-window-opens-its-own", (
+        fire(0, "ServiceDegraded", "backend"),
+        fire(400, "ServiceDown", "postgres"),
+    ), (Expect("backend", risk="medium"), Expect("postgres", risk="medium"))),
+    Case("escalation-long-after-the-last-notification-stays-in-the-incident", (
+        fire(0, "ServiceDown", "guardian"),
+        fire(20, "ServiceDegraded", "api-gateway"),
+        fire(900, "ProbeStale", "guardian", "P3", starts=880),
+        fire(1800, "ServiceDown", "guardian", "P2", starts=0),
+    ), (Expect("guardian", risk="critical", alerts=4),)),
+    Case("late-symptom-of-a-symptom-joins-the-root", (
+        fire(0, "ServiceDown", "redis", "P3"),
+        fire(2000, "ServiceDegraded", "frontend"),
+    ), (Expect("redis", risk="high", alerts=2),)),
     Case("symptoms-before-the-root-cause", (
         fire(0, "ComponentUnknown", "backend", component="redis"),
         fire(20, "ServiceDegraded", "api-gateway"),
@@ -233,6 +251,37 @@ CASES = [
         resolve(60, "ServiceDown", "redis", since=0),
         fire(90, "ServiceDegraded", "backend"),
     ), (Expect("redis", state="resolved", risk="medium"), Expect("backend", risk="medium"))),
+    Case("after-effect-within-the-cool-down-stays-in-the-healed-incident", (
+        fire(0, "ServiceDown", "redis", "P3"),
+        resolve(60, "ServiceDown", "redis", "P3", since=0),
+        fire(90, "ServiceDegraded", "redis"),
+        fire(100, "ServiceDegraded", "backend"),
+    ), (Expect("redis", state="resolved", risk="high", alerts=3, firing=2),), cooldown=180),
+    Case("after-effect-resolving-in-the-cool-down-updates-the-healed-incident", (
+        fire(0, "ServiceDown", "redis", "P3"),
+        resolve(60, "ServiceDown", "redis", "P3", since=0),
+        fire(90, "ServiceDegraded", "redis"),
+        resolve(120, "ServiceDegraded", "redis", since=90),
+    ), (Expect("redis", state="resolved", risk="high", alerts=2, firing=0),), cooldown=180),
+    Case("after-the-cool-down-a-new-incident-opens", (
+        fire(0, "ServiceDown", "redis", "P3"),
+        resolve(60, "ServiceDown", "redis", "P3", since=0),
+        fire(241, "ServiceDegraded", "redis"),
+    ), (Expect("redis", state="resolved", risk="high"), Expect("redis", risk="medium")),
+        cooldown=180),
+    Case("unrelated-alert-in-the-cool-down-opens-its-own", (
+        fire(0, "ServiceDown", "redis", "P3"),
+        resolve(60, "ServiceDown", "redis", "P3", since=0),
+        fire(90, "ServiceDown", "postgres"),
+    ), (Expect("redis", state="resolved", risk="high", firing=0),
+        Expect("postgres", risk="medium")), cooldown=180),
+    Case("an-open-incident-wins-over-a-cooling-one", (
+        fire(0, "ServiceDown", "redis", "P3"),
+        resolve(60, "ServiceDown", "redis", "P3", since=0),
+        fire(70, "ServiceDown", "postgres"),
+        fire(90, "ServiceDegraded", "backend"),
+    ), (Expect("redis", state="resolved", risk="high", firing=0),
+        Expect("postgres", risk="medium", alerts=2)), cooldown=180),
     Case("resolved-event-for-an-unknown-fingerprint-is-ignored", (
         resolve(0, "ServiceDown", "redis", since=-60),
     ), ()),
@@ -253,7 +302,7 @@ class TestCorrelationTable:
     @pytest.mark.parametrize("case", [pytest.param(case, id=case.name) for case in CASES])
     def test_case(self, case: Case) -> None:
         """Each case yields exactly its expected incidents, in the order they opened."""
-        incidents = run(case.events)
+        incidents = run(case.events, cooldown=case.cooldown)
         got = []
         for incident in incidents:
             assert incident.root_cause is not None
@@ -267,6 +316,8 @@ class TestCorrelationTable:
             if expected.firing is not None:
                 assert incident.firing_count() == expected.firing
             assert (incident.resolved_at is not None) == (incident.state == "resolved")
+            if expected.firing is None and incident.state == "resolved":
+                assert incident.firing_count() == 0
 
     def test_enough_cases(self) -> None:
         """The table covers at least fifteen situations."""
@@ -669,19 +720,46 @@ class TestCorrelate:
         assert result.created
 
     def test_repeat_refreshes_activity(self) -> None:
-        """A repeated notification keeps the incident active for late symptoms."""
-        incidents = run([fire(0, "ServiceDown", "redis"),
-                         fire(250, "ServiceDown", "redis", starts=0),
-                         fire(500, "ServiceDegraded", "backend")])
+        """A repeated notification keeps the incident active for a late new service."""
+        incidents = run([fire(0, "ServiceDegraded", "backend"),
+                         fire(250, "ServiceDegraded", "backend", starts=0),
+                         fire(500, "ServiceDown", "postgres")])
         assert len(incidents) == 1
         assert incidents[0].last_activity() == T0 + 500
 
     def test_window_edge(self) -> None:
-        """Activity exactly ``window`` seconds ago still counts."""
-        assert len(run([fire(0, "ServiceDown", "redis"),
-                        fire(WINDOW, "ServiceDegraded", "backend")])) == 1
-        assert len(run([fire(0, "ServiceDown", "redis"),
-                        fire(WINDOW + 0.5, "ServiceDegraded", "backend")])) == 2
+        """Activity exactly ``window`` seconds ago still lets a new service join."""
+        assert len(run([fire(0, "ServiceDegraded", "backend"),
+                        fire(WINDOW, "ServiceDown", "postgres")])) == 1
+        assert len(run([fire(0, "ServiceDegraded", "backend"),
+                        fire(WINDOW + 0.5, "ServiceDown", "postgres")])) == 2
+
+    def test_after_effect_keeps_the_story(self) -> None:
+        """An after-effect in the cool-down is flagged, and the healed incident keeps its
+        state, resolution time, root cause of record, risk and signature."""
+        incident = self._open(fire(0, "ServiceDown", "redis", "P3"))
+        healed = correlate([incident], resolve(60, "ServiceDown", "redis", "P3", since=0),
+                           CONECTA, now=T0 + 60, window=WINDOW, members=self.members)
+        assert healed is not None and healed.resolved
+        self.members.record(1, resolve(60, "ServiceDown", "redis", "P3", since=0))
+        before = healed.incident
+        result = correlate([before], fire(90, "ServiceDegraded", "backend"), CONECTA,
+                           now=T0 + 90, window=WINDOW, members=self.members, cooldown=180)
+        assert result is not None
+        assert (result.after_effect, result.created, result.resolved) == (True, False, False)
+        after = result.incident
+        assert (after.id, after.state, after.resolved_at) == (1, "resolved", T0 + 60)
+        assert (after.root_cause, after.risk, after.signature) == (
+            before.root_cause, before.risk, before.signature)
+        assert after.summary.services("firing") == ("backend",)
+
+    def test_without_cool_down_a_resolved_incident_takes_nothing(self) -> None:
+        """``cooldown=0`` (the default) keeps the old rule: later alerts open a new one."""
+        incident = self._open(fire(0, "ServiceDown", "redis"))
+        incident.state, incident.resolved_at = "resolved", T0 + 60
+        result = correlate([incident], fire(61, "ServiceDegraded", "redis"), CONECTA,
+                           now=T0 + 61, window=WINDOW, members=self.members)
+        assert result is not None and result.created and not result.after_effect
 
     def test_correlation_is_a_value(self) -> None:
         """Results compare by value, so a test or a log can show them whole."""
@@ -729,6 +807,25 @@ class TestInvariants:
             assert incident.summary == AlertSummary.of(members.alerts[incident.id or 0].values())
             if incident.state == "resolved":
                 assert incident.firing_count() == 0
+                assert incident.resolved_at is not None
+            else:
+                assert incident.firing_count()
+                assert incident.root_cause.service in incident.summary.services("firing")
+
+    @settings(max_examples=200, deadline=None)
+    @given(event_streams())
+    def test_invariants_with_a_cool_down(self, events: list[AlertEvent]) -> None:
+        """With a recovery cool-down, active incidents keep their invariants and a resolved
+        one never reopens: after-effects fire in it, its root cause of record stays."""
+        members = MemoryMembers()
+        incidents = run(events, members=members, cooldown=300.0)
+        active = [incident for incident in incidents if incident.state != "resolved"]
+        fingerprints = [fp for incident in active for fp in members.alerts[incident.id or 0]]
+        assert len(fingerprints) == len(set(fingerprints))
+        for incident in incidents:
+            assert incident.root_cause is not None
+            assert incident.summary == AlertSummary.of(members.alerts[incident.id or 0].values())
+            if incident.state == "resolved":
                 assert incident.resolved_at is not None
             else:
                 assert incident.firing_count()

@@ -33,6 +33,30 @@ FOR_P4 = 60 * RULES_SCALE  # ServiceDown P4: for 1m
 FOR_P3 = 300 * RULES_SCALE  # ServiceDown P3: for 5m
 
 
+RECOVERY_COOLDOWN = 180 * RULES_SCALE  # responder.healing.recovery_cooldown in the demo
+QUIET = 5.0  # longer than the notices' group interval (1m x 0.05) and the P2 route's
+
+
+def chat_titles(stack: DemoStack, since: int) -> dict[str, list[str]]:
+    """The titles posted to the team and on-call channels of the demo chat inbox, after the
+    first ``since`` messages of the inbox (whatever the channel)."""
+    found: dict[str, list[str]] = {"team": [], "oncall": []}
+    for message in stack.chat_messages()[since:]:
+        if message["receiver"] in found:
+            payload = message["payload"]
+            attachments = payload.get("attachments") or [{}]
+            found[message["receiver"]].append(attachments[0].get("title") or payload["text"])
+    return found
+
+
+def resolutions(titles: list[str]) -> list[str]:
+    return [title for title in titles if title.startswith("[RESOLVED")]
+
+
+def opened_since(stack: DemoStack, moment: float) -> list[dict[str, Any]]:
+    return [incident for incident in stack.incidents() if incident["opened_at"] >= moment]
+
+
 def redis_incident(stack: DemoStack) -> dict[str, Any] | None:
     for incident in stack.incidents():
         if (incident["root_cause"] or {}).get("service") == "redis" and \
@@ -61,6 +85,7 @@ class TestRedisKilledAndHealed:
 
     def test_detect_escalate_heal_resolve(self, demo_stack: DemoStack) -> None:
         stack = demo_stack
+        first_message = len(stack.chat_messages())
         started = time.time()
         stack.fault("redis", "down")
         detected = wait_for(lambda: stack.firing("ServiceDown", service="redis", severity="P4"),
@@ -98,8 +123,23 @@ class TestRedisKilledAndHealed:
         verify = stack.monitoriza("audit", "verify", "--config", str(stack.config))
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert "audit chain OK" in verify.stdout
+        # The recovery's after-effects stay in the healed incident: no second one, no
+        # second heal, during the cool-down and after it.
+        wait_for(lambda: len(resolutions(chat_titles(stack, first_message)["team"])) >= 1,
+                 30, "the team's resolution message", stack)
+        time.sleep(RECOVERY_COOLDOWN + QUIET)
+        redis_incidents = [found for found in opened_since(stack, started)
+                           if "redis" in found["services"]]
+        assert [found["id"] for found in redis_incidents] == [incident["id"]], redis_incidents
+        incident = stack.incident(incident["id"])
         # Only one restart: the other alerts of the incident did not trigger more.
         assert [a["playbook"] for a in incident["actions"]] == ["restart-redis"]
+        titles = chat_titles(stack, first_message)
+        record_artifact("e2e-redis-chat.json", titles)
+        assert len(titles["team"]) <= 3, titles  # opened, escalated at most, resolved
+        assert len(resolutions(titles["team"])) == 1, titles
+        assert titles["team"][-1].startswith("[RESOLVED]"), titles
+        assert titles["oncall"] == [], titles  # Redis is standard tier: no page
         timings = {
             "time_to_detect_s": round(detected - started, 1),
             "detect_pipeline_minimum_s": SCRAPE + EVALUATION + FOR_P4,
@@ -139,6 +179,60 @@ class TestUnknownComponent:
                      "ComponentUnknown to resolve after the reconnect", stack)
         finally:
             stack.fault("backend", "clear")
+
+
+class TestOneOutageOneThread:
+    """Guardian down until its P2 pages: one incident (its root cause Guardian, the API
+    gateway's alerts its symptoms); while it fires the team channel gets at most two
+    messages (the incident notice, its escalation) and on-call at most two (the page), then
+    each one resolution."""
+
+    def test_guardian_down_until_the_page(self, demo_stack: DemoStack) -> None:
+        stack = demo_stack
+        first_message = len(stack.chat_messages())
+        started = time.time()
+        stack.fault("guardian", "down")
+        try:
+            paged = wait_for(lambda: stack.firing("ServiceDown", service="guardian",
+                                                  severity="P2"),
+                             150, "the P2 ServiceDown for guardian", stack)
+            wait_for(lambda: bool(chat_titles(stack, first_message)["oncall"]), 30,
+                     "the on-call page", stack)
+            wait_for(lambda: any(title.startswith("[P2] Incident") for title in
+                                 chat_titles(stack, first_message)["team"]),
+                     30, "the team's escalation notice", stack)
+            time.sleep(QUIET)
+            firing = chat_titles(stack, first_message)
+        finally:
+            stack.fault("guardian", "clear")
+        cleared = time.time()
+        wait_for(lambda: all(len(resolutions(chat_titles(stack, first_message)[channel])) >= 1
+                             for channel in ("team", "oncall")),
+                 90, "a resolution in the team and on-call channels", stack)
+        time.sleep(QUIET)
+        final = chat_titles(stack, first_message)
+        outage = [found for found in opened_since(stack, started)
+                  if {"guardian", "api-gateway"} & set(found["services"])]
+        timings = {"p2_after_s": round(paged - started, 1),
+                   "resolved_after_clear_s": round(time.time() - cleared, 1),
+                   "incidents": [(found["id"], found["state"], found["services"])
+                                 for found in opened_since(stack, started)],
+                   "firing": firing, "final": final}
+        record_artifact("e2e-guardian-chat.json", timings)
+        print(timings)
+        assert len(outage) == 1, outage
+        assert (outage[0]["root_cause"] or {}).get("service") == "guardian"
+        wait_for(lambda: stack.incident(outage[0]["id"])["state"] == "resolved", 60,
+                 "the guardian incident to resolve", stack)
+        for channel in ("team", "oncall"):
+            assert 1 <= len(firing[channel]) <= 2, (channel, firing)
+            assert not resolutions(firing[channel]), (channel, firing)
+            later = final[channel][len(firing[channel]):]
+            assert len(later) == 1 and later[0].startswith("[RESOLVED"), (channel, final)
+        # Guardian is critical: its P3 and P2 come due together (both `for: 5m`), so the
+        # team's first notice may already be the P2 one.
+        assert firing["team"][0].startswith(("[P3] Incident", "[P2] Incident")), firing
+        assert "guardian" in firing["team"][0]
 
 
 def component_incident(stack: DemoStack) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import pytest
 
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import Config, config_from_data
-from monitoriza.store import add_missing_columns, create_store
+from monitoriza.store import add_missing_columns, add_missing_indexes, create_store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-edf6060"
 
@@ -50,6 +50,23 @@ class TestUpgradeInPlace:
         assert {"next_attempt_at", "last_error"} <= columns(database, "journal")
         with engine.begin() as conn:
             assert add_missing_columns(conn) == []
+        engine.dispose()
+
+    def test_new_indexes_added_once(self, old_store: Path) -> None:
+        """Opening adds the index the recovery cool-down reads by; opening again adds none."""
+        database = old_store / "responder.db"
+        with sqlite3.connect(database) as conn:
+            before = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "incidents_state_resolved_at" not in before
+        engine = create_store(f"sqlite:///{database}")
+        with sqlite3.connect(database) as conn:
+            plan = " ".join(str(row) for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM incidents "
+                "WHERE state = 'resolved' AND resolved_at >= 0"))
+        assert "incidents_state_resolved_at" in plan
+        with engine.begin() as conn:
+            assert add_missing_indexes(conn) == []
         engine.dispose()
 
     def test_chain_still_verifies(self, old_store: Path) -> None:

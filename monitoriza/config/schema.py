@@ -358,6 +358,9 @@ class Healing(Strict):
     # The window max_targets_per_minute counts over: a minute, unless timers are scaled.
     blast_radius_window: Duration = 60.0
     correlation_window: Duration = 300.0
+    # After an incident resolves, alerts of its services (a restarted service warming up)
+    # re-attach to it for this long instead of opening a new incident; nothing is healed.
+    recovery_cooldown: Duration = 180.0
     recurring_threshold: Annotated[int, Field(ge=2)] = 3  # same signature N times in 7 days
     alertmanager_url: HttpUrl | None = None  # where refusals are escalated as P2 alerts
     chat: Chat | None = None

@@ -442,14 +442,17 @@ class Incident:
 class Correlation:
     """What one event did: the incident it now belongs to (a new object, to be saved with the
     event as its alert of that fingerprint), whether the incident was opened or resolved by
-    it, whether its root cause moved (the policy re-plans when it does), and the event it
-    replaced in the incident (None when the alert is new to it)."""
+    it, whether its root cause moved (the policy re-plans when it does), the event it
+    replaced in the incident (None when the alert is new to it), and whether the event is an
+    after-effect of the incident's recovery (``after_effect``: the incident is resolved and
+    stays so; nothing is healed for it)."""
 
     incident: Incident
     created: bool
     resolved: bool
     root_cause_changed: bool = False
     previous: AlertEvent | None = None
+    after_effect: bool = False
 
 
 @dataclass(frozen=True)
@@ -756,6 +759,23 @@ def _joins(incident: Incident, event: AlertEvent, topology: Topology) -> bool:
     return any(topology.linked(event.service, service) for service in services)
 
 
+def _belongs(incident: Incident, event: AlertEvent, topology: Topology) -> bool:
+    """Whether a firing event is part of the outage the incident already tracks, whatever
+    the window: its service is already in the incident, is the root cause, or is a known
+    symptom of it (depends on the root cause through ``depends_on``, or reports it as a
+    component). An outage outlasts the window: Alertmanager re-notifies only when something
+    changes, so an escalation or a late ``ProbeStale`` may come long after the last event."""
+    if event.service is None:
+        return False
+    if event.service in incident.services():
+        return True
+    cause = incident.root_cause
+    if cause is None or not cause.service:
+        return False
+    return (cause.service in (event.service, event.component)
+            or event.service in topology.dependents(cause.service))
+
+
 def _most_recent(incidents: Iterable[Incident]) -> Incident:
     return max(incidents, key=lambda incident: (incident.last_activity(), incident.opened_at,
                                                 -1 if incident.id is None else incident.id))
@@ -782,48 +802,90 @@ def _apply(holder: Incident, previous: AlertEvent | None, event: AlertEvent,
                        previous=previous)
 
 
+def _after_effect(holder: Incident, previous: AlertEvent | None, event: AlertEvent,
+                  members: Members) -> Correlation:
+    """``event`` joins a resolved incident as an after-effect of its recovery: the summary
+    takes it, but state, root cause of record, risk and signature stay as they were."""
+    def others(kind: AlertKind, status: AlertStatus) -> tuple[float, float] | None:
+        if holder.id is None:
+            return None
+        return members.others(holder.id, kind, status, event.fingerprint)
+
+    incident = replace(holder, summary=holder.summary.replaced(previous, event, others))
+    return Correlation(incident, created=False, resolved=False, previous=previous,
+                       after_effect=True)
+
+
+def _cooling(incidents: Iterable[Incident], now: float, cooldown: float) -> list[Incident]:
+    """The resolved incidents still in their recovery cool-down at ``now``."""
+    return [incident for incident in incidents if incident.state == "resolved"
+            and incident.resolved_at is not None and incident.resolved_at >= now - cooldown]
+
+
 def correlate(open_incidents: Sequence[Incident], event: AlertEvent, topology: Topology,
-              now: float, window: float, *, members: Members) -> Correlation | None:
+              now: float, window: float, *, members: Members,
+              cooldown: float = 0.0) -> Correlation | None:
     """Fold one alert event into the incidents; ``None`` when the event changes nothing.
 
     - An event whose fingerprint an open or healing incident holds updates that incident,
       whatever the window (a repeat does not duplicate the alert, a flap inside an incident
       stays in it), unless it is stale (see ``_stale``): then ``None``.
-    - Otherwise a resolved event is ignored (``None``): its alert is in no open incident.
-    - A firing event joins the open or healing incident, among those active within ``window``
-      seconds (``last_activity() >= now - window``), whose services include its service or
-      one linked to it through ``depends_on`` either way, or that a component alert links;
-      the most recently active wins. Incidents are never merged, so ids stay stable.
-    - Otherwise it opens a new incident, ``opened_at = now``.
-    - When no alert of an incident fires any more it is resolved (``resolved_at = now``);
-      resolved incidents (passed or not) take nothing: later alerts open a new one.
+    - A firing event of a service the incident tracks (already one of its services, its root
+      cause, or a known symptom: a service that depends on the root cause) joins that open or
+      healing incident whatever the window: the incident follows the outage, not the clock.
+    - A firing event of a service new to every incident joins the open or healing incident,
+      among those active within ``window`` seconds (``last_activity() >= now - window``),
+      whose services include one linked to it through ``depends_on`` either way, or that a
+      component alert links. Among several candidates the most recently active wins.
+      Incidents are never merged, so ids stay stable.
+    - Otherwise, within ``cooldown`` seconds of the resolution of a resolved incident given in
+      ``open_incidents`` that holds the fingerprint or that the event joins as above, the
+      event is an after-effect of that recovery (a ``ServiceDegraded`` while a restarted
+      service warms up): it is kept in that incident, which stays resolved, and the result
+      says ``after_effect``; the decision step heals nothing for it. Events about alerts an
+      after-effect brought in update that incident too while the cool-down lasts.
+    - Otherwise a resolved event is ignored (``None``), and a firing event opens a new
+      incident, ``opened_at = now``.
+    - When no alert of an incident fires any more it is resolved (``resolved_at = now``).
 
     Root cause, risk and signature are re-evaluated after every change, over the firing
-    alerts, and over all of the incident's alerts once it resolves. The incidents given
-    are not modified; the returned incident is a copy (``id`` kept, ``None`` when new), and
-    the caller keeps ``event`` as its alert of that fingerprint in ``members``.
+    alerts, and over all of the incident's alerts once it resolves (never for an
+    after-effect: the incident's story is told). The incidents given are not modified; the
+    returned incident is a copy (``id`` kept, ``None`` when new), and the caller keeps
+    ``event`` as its alert of that fingerprint in ``members``.
 
     The work is bounded by the incidents' summaries: ``members`` is asked once which incident
     holds the fingerprint and, when an alert leaves an extreme of its tally, once more.
     """
     active = [incident for incident in open_incidents if incident.state in ACTIVE_STATES]
-    ids = [incident.id for incident in active if incident.id is not None]
+    cooling = _cooling(open_incidents, now, cooldown) if cooldown > 0 else []
+    ids = [incident.id for incident in [*active, *cooling] if incident.id is not None]
     held = members.held(event.fingerprint, ids) if ids else {}
     holders = [incident for incident in active if incident.id in held]
     if holders:
         holder = _most_recent(holders)
         previous = held[holder.id or 0]
-        if _stale(previous, event):
+        return None if _stale(previous, event) else _apply(holder, previous, event, topology,
+                                                           now, members=members)
+    if event.status == "firing":
+        tracking = [incident for incident in active if _belongs(incident, event, topology)]
+        candidates = tracking or [incident for incident in active
+                                  if incident.last_activity() >= now - window
+                                  and _joins(incident, event, topology)]
+        if candidates:
+            return _apply(_most_recent(candidates), None, event, topology, now,
+                          members=members)
+    recovering = [incident for incident in cooling if incident.id in held] or [
+        incident for incident in cooling
+        if event.status == "firing" and _joins(incident, event, topology)]
+    if recovering:
+        holder = max(recovering, key=lambda incident: incident.resolved_at or 0.0)
+        kept = held.get(holder.id or 0)
+        if kept is not None and _stale(kept, event):
             return None
-        return _apply(holder, previous, event, topology, now, members=members)
+        return _after_effect(holder, kept, event, members)
     if event.status == "resolved":
         return None
-    candidates = [incident for incident in active
-                  if incident.last_activity() >= now - window
-                  and _joins(incident, event, topology)]
-    if candidates:
-        return _apply(_most_recent(candidates), None, event, topology, now,
-                      members=members)
     incident = Incident(id=None, state="open", opened_at=now, resolved_at=None,
                         summary=AlertSummary.of([event]))
     _evaluate(incident, topology)

@@ -14,13 +14,20 @@ from dataclasses import asdict
 
 from sqlalchemy import Connection, select
 
+from monitoriza.audit.appender import AuditAppender
 from monitoriza.config.schema import Config, Playbook
 from monitoriza.healing import repository
-from monitoriza.healing.budget import record_healthy
+from monitoriza.healing.budget import budget_key, record_healthy
 from monitoriza.healing.correlation import AlertEvent, Incident, Topology, correlate, is_symptom
-from monitoriza.healing.memory import Outcomes, demoted, rank
-from monitoriza.responder.journal import JournalRow
-from monitoriza.responder.processing import AuditAppender, RecordingProcessor
+from monitoriza.healing.memory import Outcomes, rank
+from monitoriza.healing.policy import (
+    SELF_RAISED_LABEL,
+    SELF_RAISED_VALUE,
+    judge_alert,
+    raised_by_responder,
+)
+from monitoriza.healing.recording import RecordingProcessor
+from monitoriza.pipeline import JournalRow
 from monitoriza.store import actions
 
 log = logging.getLogger(__name__)
@@ -70,23 +77,48 @@ class HealingProcessor:
         event = AlertEvent.from_alert(row.document(), received_at=now)
         if event.service is None or event.alertname == "Watchdog":
             return outcome
-        result = correlate(repository.open_incidents(conn), event, self.topology, now,
-                           self.config.responder.healing.correlation_window,
-                           members=repository.StoredMembers(conn))
+        if raised_by_responder(event.labels):
+            # The responder's own refusal, back through Alertmanager: it is for people; a
+            # broad playbook must never try to heal it, nor may it keep an incident open.
+            self.audit.append(conn, "decision.skipped", {
+                "alert": event.fingerprint, "alertname": event.alertname,
+                "service": event.service, "check": "self_raised",
+                "reason": f"raised by the responder itself ({SELF_RAISED_LABEL}="
+                          f"{SELF_RAISED_VALUE}); never healed"})
+            return outcome
+        healing = self.config.responder.healing
+        result = correlate([*repository.open_incidents(conn),
+                            *repository.recently_resolved(conn, now - healing.recovery_cooldown)],
+                           event, self.topology, now, healing.correlation_window,
+                           members=repository.StoredMembers(conn),
+                           cooldown=healing.recovery_cooldown)
         if result is None:
             return outcome  # a resolution of an alert in no open incident, or a stale repeat
         incident = result.incident
         repository.save_alert(conn, repository.save_incident(conn, incident, now), event,
                               held=result.previous is not None)
         kind = ("incident.opened" if result.created
-                else "incident.resolved" if result.resolved else "incident.updated")
+                else "incident.resolved" if result.resolved
+                else "incident.after_effect" if result.after_effect else "incident.updated")
         self.audit.append(conn, kind, incident_summary(incident, event))
+        if result.after_effect:
+            # The recovery of a resolved incident: recorded in it, never healed again.
+            if event.status == "firing":
+                self.audit.append(conn, "decision.skipped", {
+                    "incident": incident.id, "alert": event.fingerprint,
+                    "alertname": event.alertname, "service": event.service,
+                    "check": "recovery_cooldown",
+                    "reason": f"an after-effect of incident {incident.id}'s recovery "
+                              f"(within recovery_cooldown, {healing.recovery_cooldown:g} s); "
+                              "not healed again"})
+            return outcome
         if result.created:
             self._recurring(conn, incident, now)
         if result.resolved:
             self._healthy_again(conn, incident, now)
-        if self.notify is not None and (result.created or result.resolved):
-            self.notify("opened" if result.created else "resolved", incident, "")
+        if self.notify is not None:
+            self.notify("opened" if result.created else "resolved" if result.resolved
+                        else "updated", incident, "")
         if event.status == "firing":
             self._decide(conn, incident, event, row, now)
         return outcome
@@ -104,7 +136,7 @@ class HealingProcessor:
         """A resolved incident starts the clock that resets the target's backoff."""
         if incident.root_cause is None:
             return
-        key = f"budget:{incident.root_cause.service}"
+        key = budget_key(incident.root_cause.service)
         if repository.load_state(conn, key) is not None:
             state = record_healthy(repository.load_budget(conn, key), now,
                                    self.config.responder.healing.budget)
@@ -114,12 +146,12 @@ class HealingProcessor:
                 row: JournalRow, now: float) -> None:
         base = {"incident": incident.id, "alert": event.fingerprint,
                 "alertname": event.alertname, "service": event.service}
-        if is_symptom(event, incident):
-            cause = incident.root_cause
+        cause = incident.root_cause
+        refusal = judge_alert(True, is_symptom(event, incident),
+                              cause.service if cause else None)
+        if refusal is not None:
             self.audit.append(conn, "decision.skipped", {
-                **base, "check": "symptom",
-                "reason": f"a symptom of {cause.service if cause else 'another service'}; "
-                          "only the root cause is healed"})
+                **base, "check": refusal.check, "reason": refusal.reason})
             return
         target = incident.root_cause.service if incident.root_cause else event.service
         service = self.config.services.get(target or "")
@@ -138,10 +170,9 @@ class HealingProcessor:
                 "reason": f"action {queued.id} for this incident is already queued"})
             return
         learned = repository.outcomes(conn, incident.signature, target or "")
+        # memory.rank is the one ranking (demoted playbooks already last): its first is queued.
         names = rank({book.name: learned.get(book.name, _NO_HISTORY) for book in books})
-        ordered = [book for name in names for book in books if book.name == name]
-        chosen = next((book for book in ordered
-                       if not demoted(learned.get(book.name, _NO_HISTORY))), ordered[0])
+        chosen = next(book for book in books if book.name == names[0])
         action_id = repository.enqueue_action(conn, incident.id or 0, target or "", chosen.name,
                                               alert=asdict(event), now=now)
         self.audit.append(conn, "decision.queued", {

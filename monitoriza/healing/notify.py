@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import requests
@@ -16,11 +19,23 @@ import requests
 from monitoriza.healing.chat import ChatMessage, Notifier
 from monitoriza.healing.correlation import Incident
 from monitoriza.healing.healer import HealOutcome
+from monitoriza.healing.notices import (
+    NOTICE_LEVELS,
+    NOTICE_TTL,
+    NoticeSender,
+    levels_up_to,
+    notice_alerts,
+    notice_level,
+    root_text,
+    symptoms,
+)
+from monitoriza.healing.policy import SELF_RAISED_LABEL, SELF_RAISED_VALUE
 
 log = logging.getLogger(__name__)
 
 TITLES = {
     "opened": "Incident opened",
+    "escalated": "Incident escalated",
     "resolved": "Incident resolved",
     "success": "Healed",
     "failure": "Healing failed",
@@ -29,36 +44,75 @@ TITLES = {
 }
 
 
+# The runbook section for each policy check that can refuse (policy.decide's check names);
+# a check not listed (one added later) links to the alert's own section.
+REFUSAL_RUNBOOKS = {
+    "kill_switch": "refused-kill-switch",
+    "maintenance": "refused-maintenance-window",
+    "budget": "refused-restart-budget",
+    "breaker": "refused-circuit-breaker-open",
+    "one_per_target": "refused-an-action-already-running-on-the-target",
+    "global_limit": "refused-concurrency-limit",
+    "blast_radius": "refused-blast-radius",
+}
+REFUSAL_RUNBOOK_FALLBACK = "monitorizahealingrefused"
+
+
+def refusal_runbook_url(check: str) -> str:
+    """The runbook link of a refusal by ``check``."""
+    return f"docs/runbooks.md#{REFUSAL_RUNBOOKS.get(check, REFUSAL_RUNBOOK_FALLBACK)}"
+
+
+@dataclass(frozen=True)
+class EscalationStats:
+    """What became of the refusals escalated so far (each counted once)."""
+
+    sent: int = 0  # Alertmanager accepted it
+    failed: int = 0  # Alertmanager unreachable or refused it
+    dropped_queue_full: int = 0  # more refusals queued than Alertmanager took
+
+
 class Escalator:
     """Raises a P2 in Alertmanager when the policy refuses to heal (so on-call is paged)."""
 
     def __init__(self, alertmanager_url: str | None, timeout: float = 5.0) -> None:
         self.url = alertmanager_url.rstrip("/") if alertmanager_url else None
         self.timeout = timeout
-        self.sent = 0
-        self.failed = 0
+        self._stats = EscalationStats()
+        self._lock = threading.Lock()  # the worker and the sending thread both count
         self._queue: queue.Queue[list[dict[str, object]]] = queue.Queue(maxsize=1000)
         if self.url is not None:
             threading.Thread(target=self._run, name="escalator", daemon=True).start()
 
+    def stats(self) -> EscalationStats:
+        """The counts so far, for ``monitoriza_healing_escalations_total``."""
+        with self._lock:
+            return self._stats
+
+    def _count(self, result: str) -> None:
+        with self._lock:
+            self._stats = replace(self._stats, **{result: getattr(self._stats, result) + 1})
+
     def escalate(self, outcome: HealOutcome) -> None:
+        """Queue the P2 for a refusal; the policy check that refused it picks the runbook."""
         if self.url is None:
             return
         now = datetime.now(UTC)
         alert: dict[str, object] = {
             "labels": {"alertname": "MonitorizaHealingRefused", "severity": "P2",
-                       "service": outcome.job.service, "playbook": outcome.job.playbook},
+                       "service": outcome.job.service, "playbook": outcome.job.playbook,
+                       SELF_RAISED_LABEL: SELF_RAISED_VALUE},
             "annotations": {
                 "summary": f"Healing of {outcome.job.service} was refused",
                 "description": outcome.reason,
-                "runbook_url": "docs/runbooks.md#healingbreakeropen"},
+                "runbook_url": refusal_runbook_url(outcome.check)},
             "startsAt": now.isoformat(),
             "endsAt": (now + timedelta(hours=1)).isoformat(),
         }
         try:
             self._queue.put_nowait([alert])
         except queue.Full:
-            self.failed += 1
+            self._count("dropped_queue_full")
 
     def _run(self) -> None:
         session = requests.Session()
@@ -67,37 +121,125 @@ class Escalator:
             try:
                 session.post(f"{self.url}/api/v2/alerts", json=alerts,
                              timeout=self.timeout).raise_for_status()
-                self.sent += 1
+                self._count("sent")
             except requests.RequestException:
                 log.warning("could not escalate to Alertmanager at %s", self.url)
-                self.failed += 1
+                self._count("failed")
+
+
+@dataclass
+class _Thread:
+    """What one incident's thread has told so far: the notice level, the incident as last
+    heard of (what a refresh re-posts), and what healing did."""
+
+    level: str | None = None
+    incident: Incident | None = None
+    outcome: str = ""
 
 
 class IncidentNotifier:
-    """Turns incident and healing events into chat messages."""
+    """Tells people about an incident as one thread per outage (docs/alerting.md).
 
-    def __init__(self, chat: Notifier, escalator: Escalator) -> None:
+    Notices (:mod:`monitoriza.healing.notices`) go to Alertmanager, which routes them to the
+    team and on-call chats: one when the incident reaches P3, one more when it escalates to
+    P2, and their resolution, told with the root cause, the symptoms and what healing did.
+    The responder's own chat (``healing.chat``), when configured, gets the same thread:
+    opened, escalated, healed or refused, resolved. Refusals are also escalated as P2.
+    """
+
+    def __init__(self, chat: Notifier, escalator: Escalator,
+                 notices: NoticeSender | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.chat = chat
         self.escalator = escalator
+        self.notices = notices if notices is not None else NoticeSender(escalator.url)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._threads: dict[int, _Thread] = {}
+        if self.notices.url is not None:
+            threading.Thread(target=self._refresh_forever, name="incident-notice-refresh",
+                             daemon=True).start()
+
+    def refresh(self) -> int:
+        """Post the notices of every incident still open again, with a new ``endsAt``: a
+        quiet incident (Alertmanager tells the responder nothing new for hours) keeps its
+        notice firing, and a dead responder's notices end within ``NOTICE_TTL``. Returns
+        how many incidents were refreshed."""
+        now = self.clock()
+        with self._lock:
+            told = [(thread.incident, thread.level, thread.outcome)
+                    for thread in self._threads.values()
+                    if thread.incident is not None and thread.level is not None]
+        for incident, level, outcome in told:
+            self.notices.send(notice_alerts(incident, levels_up_to(level), now=now,
+                                            ended=False, outcome=outcome))
+        return len(told)
+
+    def _refresh_forever(self) -> None:
+        while True:
+            time.sleep(NOTICE_TTL / 4)
+            try:
+                self.refresh()
+            except Exception:  # the refresh must outlive any bug in one incident's notice
+                log.exception("refreshing incident notices failed")
 
     def incident(self, event: str, incident: Incident, reason: str) -> None:
+        """``event`` is ``opened``, ``updated`` or ``resolved``: what the journal step did."""
+        if incident.id is None:
+            return
+        now = self.clock()
+        level = notice_level(incident)
+        with self._lock:
+            thread = self._threads.pop(incident.id, None) if event == "resolved" else \
+                self._threads.setdefault(incident.id, _Thread())
+            if thread is None:
+                thread = _Thread()
+            before = thread.level
+            rises = level is not None and (
+                before is None or NOTICE_LEVELS.index(level) > NOTICE_LEVELS.index(before))
+            thread.incident = incident
+            if event != "resolved" and rises:
+                thread.level = level
+            outcome = thread.outcome
+        if event == "resolved":
+            # Every level is ended: Alertmanager tells a receiver of the resolution only if
+            # it heard the notice fire, so ending a notice that never fired says nothing.
+            self.notices.send(notice_alerts(incident, NOTICE_LEVELS, now=now, ended=True,
+                                            outcome=outcome))
+            self._post("resolved", incident, reason)
+            return
+        if rises:
+            self.notices.send(notice_alerts(incident, levels_up_to(thread.level), now=now,
+                                            ended=False, outcome=outcome))
+        if event == "opened":
+            self._post("opened", incident, reason)
+        elif rises:
+            self._post("escalated", incident, reason)
+
+    def _post(self, event: str, incident: Incident, reason: str) -> None:
         cause = incident.root_cause
-        root = "unknown" if cause is None else (
-            f"{cause.service} ({cause.component} connection)" if cause.kind == "component"
-            else cause.service)
+        others = symptoms(incident)
+        text = " ".join(cause.reasoning) if cause else reason
         self.chat.post(ChatMessage(
-            title=f"{TITLES[event]} #{incident.id}: {root}",
-            text=" ".join(cause.reasoning) if cause else reason,
+            title=f"{TITLES[event]} #{incident.id}: {root_text(incident)}",
+            text=text,
             severity="resolved" if event == "resolved" else _severity(incident),
             incident_id=incident.id,
             fields={"risk": incident.risk, "alerts": str(incident.firing_count()),
-                    "signature": incident.signature}))
+                    "signature": incident.signature,
+                    **({"symptoms": ", ".join(others)} if others else {})}))
 
     def outcome(self, outcome: HealOutcome) -> None:
         if outcome.outcome == "skipped":
             return
         if outcome.outcome == "blocked":
             self.escalator.escalate(outcome)
+        told = f"{TITLES[outcome.outcome]}: {outcome.job.playbook} on {outcome.job.service}" + (
+            f" ({outcome.reason})" if outcome.reason else "")
+        with self._lock:
+            thread = self._threads.get(outcome.job.incident_id)
+            if thread is not None:
+                thread.outcome = told
         self.chat.post(ChatMessage(
             title=f"{TITLES[outcome.outcome]}: {outcome.job.service} ({outcome.job.playbook})",
             text=outcome.reason,

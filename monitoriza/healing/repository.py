@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, text, update
 
 from monitoriza.config.schema import Breaker
 from monitoriza.healing.breaker import BreakerState
@@ -163,6 +163,15 @@ def open_incidents(conn: Connection) -> list[Incident]:
     return [incident_from_row(row, _upgrade(conn, row.id) if row.tallies is None
                               else AlertSummary.from_data(json.loads(row.tallies)))
             for row in rows]
+
+
+def recently_resolved(conn: Connection, since: float) -> list[Incident]:
+    """Incidents resolved at or after ``since`` (their recovery cool-down has not ended),
+    with their summaries."""
+    rows = conn.execute(select(incidents).where(incidents.c.state == "resolved",
+                                                incidents.c.resolved_at >= since)).all()
+    summaries = read_summaries(conn, rows)
+    return [incident_from_row(row, summaries[int(row.id)]) for row in rows]
 
 
 def read_summaries(conn: Connection, rows: Sequence[Any]) -> dict[int, AlertSummary]:
@@ -346,3 +355,103 @@ def actions_of(conn: Connection, incident_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(select(actions).where(actions.c.incident_id == incident_id)
                         .order_by(actions.c.id))
     return [dict(row._mapping) for row in rows]
+
+
+# -- the action queue (the healer's claims, leases and outcomes) --------------------------------
+
+# pg_advisory_xact_lock key under which every replica takes its policy decisions in turn.
+_PG_POLICY_LOCK = int.from_bytes(hashlib.sha256(b"monitoriza.healing.policy").digest()[:8],
+                                 "big", signed=True)
+
+
+def lock_policy(conn: Connection) -> None:
+    """Take the cluster-wide policy lock (SQLite's BEGIN IMMEDIATE already is one)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_POLICY_LOCK})
+
+
+def take_interrupted(conn: Connection, now: float, detail: str) -> list[Any]:
+    """Record as failed, with ``detail``, the running actions whose lease expired, and return
+    them (id, incident_id, service, playbook). Locked and skipped when locked: two replicas
+    never both record the same one."""
+    rows = conn.execute(select(actions.c.id, actions.c.incident_id, actions.c.service,
+                               actions.c.playbook).where(
+        actions.c.state == "running", actions.c.lease_expires < now)
+        .order_by(actions.c.id).with_for_update(skip_locked=True)).all()
+    for row in rows:
+        finish_action(conn, row.id, "failure", now, detail)
+    return list(rows)
+
+
+def claim_actions(conn: Connection, owner: str, now: float, lease: float,
+                  limit: int = 10) -> list[Any]:
+    """Lease up to ``limit`` pending actions (or claimed ones whose lease expired) to
+    ``owner``; returns their rows (id, incident_id, service, playbook, alert), by id."""
+    claimable = (select(actions.c.id).where(or_(
+        actions.c.state == "pending",
+        (actions.c.state == "claimed") & (actions.c.lease_expires < now)))
+        .order_by(actions.c.id).limit(limit).with_for_update(skip_locked=True))
+    rows = conn.execute(
+        update(actions).where(actions.c.id.in_(claimable.scalar_subquery()))
+        .values(state="claimed", lease_owner=owner, lease_expires=now + lease)
+        .returning(actions.c.id, actions.c.incident_id, actions.c.service,
+                   actions.c.playbook, actions.c.alert)).all()
+    return sorted(rows, key=lambda row: int(row.id))
+
+
+def held_by(conn: Connection, action_id: int, owner: str, state: str) -> bool:
+    """Lock the action's row; is it still in ``state`` under ``owner``'s lease?"""
+    row = conn.execute(select(actions.c.state, actions.c.lease_owner).where(
+        actions.c.id == action_id).with_for_update()).one_or_none()
+    return row is not None and row.state == state and row.lease_owner == owner
+
+
+def renew_lease(conn: Connection, action_id: int, owner: str, expires: float) -> None:
+    """Push out the lease of a running action that ``owner`` still holds."""
+    conn.execute(update(actions).where(
+        actions.c.id == action_id, actions.c.state == "running",
+        actions.c.lease_owner == owner).values(lease_expires=expires))
+
+
+def start_action(conn: Connection, action_id: int, now: float, lease_expires: float) -> None:
+    conn.execute(update(actions).where(actions.c.id == action_id).values(
+        state="running", started_at=now, lease_expires=lease_expires))
+
+
+def finish_action(conn: Connection, action_id: int, outcome: str, now: float,
+                  detail: str) -> None:
+    conn.execute(update(actions).where(actions.c.id == action_id).values(
+        state="done", outcome=outcome, finished_at=now, detail=detail))
+
+
+def running_by_service(conn: Connection) -> dict[str, int]:
+    """How many actions run now, per target service."""
+    return {str(service): int(count) for service, count in conn.execute(
+        select(actions.c.service, func.count()).where(actions.c.state == "running")
+        .group_by(actions.c.service))}
+
+
+def services_acted_on_since(conn: Connection, since: float) -> frozenset[str]:
+    """The services an action started on at or after ``since`` (the blast radius)."""
+    return frozenset(str(service) for (service,) in conn.execute(
+        select(actions.c.service).where(actions.c.started_at >= since)))
+
+
+def incident_signature(conn: Connection, incident_id: int) -> str:
+    """The signature of the incident, "" if it is gone."""
+    signature: str | None = conn.execute(select(incidents.c.signature).where(
+        incidents.c.id == incident_id)).scalar_one_or_none()
+    return signature or ""
+
+
+def load_incident(conn: Connection, incident_id: int) -> Incident | None:
+    """One incident with its summary (never its alerts), or None if there is none."""
+    row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).one_or_none()
+    if row is None:
+        return None
+    return incident_from_row(row, read_summaries(conn, [row])[int(row.id)])
+
+
+def queued_event(data: Mapping[str, Any]) -> AlertEvent:
+    """The alert event an action was queued for, as :func:`enqueue_action` stored it."""
+    return _event_from(data)

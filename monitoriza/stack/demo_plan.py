@@ -52,7 +52,9 @@ def demo_services(*, with_recorder: bool) -> tuple[DemoService, ...]:
                     ("redis",), ("database", "redis"), uses_redis=True),
         DemoService("ai-orchestrator", "standard", "AI attendant for residents",
                     ("redis",), ("llm", "redis"), uses_redis=True),
-        DemoService("guardian", "standard", "CCTV: cameras and recordings",
+        # Critical, as in Conecta Plus's own configuration (security depends on it): its
+        # ServiceDown pages after 5 minutes (15 s at the demo's scale), not 30.
+        DemoService("guardian", "critical", "CCTV: cameras and recordings",
                     guardian_needs, ("cameras", "recorder")),
         DemoService("frontend", "standard", "Residents' and managers' web application",
                     ("api-gateway",), ()),
@@ -209,6 +211,7 @@ def _responder_section(ports: StackPorts, paths: DemoPaths, scale: float) -> dic
                        "backoff_max": _scaled(300, scale)},
             "breaker": {"open_for": _scaled(60, scale), "max_open_for": _scaled(1800, scale)},
             "correlation_window": _scaled(300, scale),
+            "recovery_cooldown": _scaled(180, scale),
             "blast_radius_window": _scaled(60, scale),
             "alertmanager_url": f"http://{ports.host}:{ports.alertmanager}",
         },

@@ -63,6 +63,14 @@ def _scale_route(route: dict[str, Any], scale: float) -> None:
         _scale_route(child, scale)
 
 
+def chat_channel(receiver: str, url_file: str | None) -> str:
+    """The chat channel a Slack receiver posts to: named by its secret URL file
+    (``team-slack-url`` is the team channel, whichever receiver uses it), else the receiver."""
+    if url_file:
+        return Path(url_file).name.removesuffix("-slack-url")
+    return receiver
+
+
 def alertmanager_config(canonical: Mapping[str, Any], *, templates_dir: Path,
                         responder_url: str, token_file: Path, chat_url: str,
                         scale: float = 1.0) -> dict[str, Any]:
@@ -71,8 +79,9 @@ def alertmanager_config(canonical: Mapping[str, Any], *, templates_dir: Path,
     Route tree and inhibition are kept as they are (with ``scale`` < 1 the route timers and
     ``resolve_timeout`` shrink like the rules); every webhook to the responder goes to
     ``responder_url`` with the bearer token read from ``token_file``; Slack receivers post to
-    ``chat_url``/chat/RECEIVER; any other webhook (the dead-man's switch) to
-    ``chat_url``/chat/RECEIVER as well, so that every notification can be seen.
+    ``chat_url``/chat/CHANNEL (:func:`chat_channel`: ``team`` for both the ``team`` and the
+    ``team-chat`` receivers, as they share a Slack URL); any other webhook (the dead-man's
+    switch) to ``chat_url``/chat/RECEIVER as well, so that every notification can be seen.
     """
     config = copy.deepcopy(dict(canonical))
     config["templates"] = [str(templates_dir / "*.tmpl")]
@@ -83,8 +92,8 @@ def alertmanager_config(canonical: Mapping[str, Any], *, templates_dir: Path,
     for receiver in config.get("receivers", []):
         name = receiver["name"]
         for slack in receiver.get("slack_configs", []):
-            slack.pop("api_url_file", None)
-            slack["api_url"] = f"{chat_url}/chat/{name}"
+            secret = slack.pop("api_url_file", None)
+            slack["api_url"] = f"{chat_url}/chat/{chat_channel(name, secret)}"
         for hook in receiver.get("webhook_configs", []):
             if "/api/v1/alerts" in str(hook.get("url", "")):
                 hook["url"] = responder_url
