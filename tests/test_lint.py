@@ -22,6 +22,7 @@ from monitoriza.lint.checks import (
     check_components,
     check_p2_routing,
     check_rule_references,
+    check_service_p3_reaches_people,
 )
 from monitoriza.lint.routing import Matcher, RoutingError, parse_matchers, route_alert
 from tests.support.binaries import require_binary, wait_until
@@ -190,6 +191,41 @@ class TestSeededGaps:
         routing["route"]["routes"].insert(
             0, {"matchers": ['service="redis"'], "receiver": "responder", "continue": True})
         assert check_p2_routing(load_config(EXAMPLE), routing) == []
+
+
+class TestServiceP3ReachesPeople:
+    """Service P3s go to the responder only; the team hears of them as incident notices."""
+
+    def test_the_shipped_setup_passes(self) -> None:
+        assert check_service_p3_reaches_people(load_config(EXAMPLE),
+                                               load_yaml(ALERTMANAGER)) == []
+
+    def test_responder_without_alertmanager_url_is_an_error(self, tmp_path: Path) -> None:
+        data = load_yaml(EXAMPLE)
+        del data["responder"]["healing"]["alertmanager_url"]
+        config = tmp_path / "config.yml"
+        config.write_text(yaml.safe_dump(data))
+        findings = check_service_p3_reaches_people(load_config(config), load_yaml(ALERTMANAGER))
+        assert [(f.code, f.path) for f in findings] == [
+            ("service-p3-reaches-no-one", "responder.healing.alertmanager_url")]
+
+    def test_notice_routed_to_no_person_is_an_error(self) -> None:
+        routing = load_yaml(ALERTMANAGER)
+        for route in routing["route"]["routes"]:
+            if 'alertname="MonitorizaIncident"' in route.get("matchers", []):
+                route["receiver"] = "responder"  # webhook only
+        findings = check_service_p3_reaches_people(load_config(EXAMPLE), routing)
+        assert [f.code for f in findings] == ["incident-notice-reaches-no-one"]
+
+    def test_p3_straight_to_a_chat_needs_no_notices(self, tmp_path: Path) -> None:
+        """The routing of the previous release (P3 to the team chat) passes without a URL."""
+        routing = load_yaml(ALERTMANAGER)
+        routing["route"]["routes"].insert(0, {"matchers": ['severity="P3"'], "receiver": "team"})
+        data = load_yaml(EXAMPLE)
+        del data["responder"]["healing"]["alertmanager_url"]
+        config = tmp_path / "config.yml"
+        config.write_text(yaml.safe_dump(data))
+        assert check_service_p3_reaches_people(load_config(config), routing) == []
 
 
 def test_playbook_answering_an_alertname_no_rule_raises(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from monitoriza.config.schema import Config, HttpAction, Playbook
+from monitoriza.healing.notices import NOTICE_ALERTNAME
+from monitoriza.healing.policy import SELF_RAISED_LABEL, SELF_RAISED_VALUE
 from monitoriza.lint.routing import (
     Matcher,
     RoutingError,
@@ -324,6 +326,47 @@ def check_components(config: Config, statuses: Sequence[ComponentStatus]) -> lis
     return findings
 
 
+def _reaches_a_person(alertmanager: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    by_name = receivers(alertmanager)
+    return any(human_channels(by_name[destination.receiver])
+               for destination in route_alert(alertmanager, labels)
+               if destination.receiver in by_name)
+
+
+def check_service_p3_reaches_people(config: Config, alertmanager: Mapping[str, Any],
+                                    source: str = "alertmanager.yml") -> list[Finding]:
+    """A service's P3 must reach a person: straight from Alertmanager, or, when it goes to the
+    responder only, as the responder's incident notice. The responder raises notices only with
+    ``responder.healing.alertmanager_url``, and a notice must itself route to a person;
+    otherwise the team hears of nothing below a page, silently."""
+    if not config.services:
+        return []
+    name, service = next(iter(config.services.items()))
+    p3 = {"alertname": "ServiceDegraded", "service": name, "severity": "P3",
+          "tier": service.tier}
+    if _reaches_a_person(alertmanager, p3):
+        return []
+    path = "responder.healing.alertmanager_url"
+    if config.responder.healing.alertmanager_url is None:
+        return [Finding(
+            "error", "service-p3-reaches-no-one", path,
+            f"a P3 about a service ({name}) reaches only the responder in {source}, and "
+            "without responder.healing.alertmanager_url the responder raises no incident "
+            "notices: the team hears of nothing below a page",
+            "set responder.healing.alertmanager_url to this Alertmanager's URL, or route "
+            "severity=\"P3\" service alerts to a receiver with a human channel")]
+    notice = {"alertname": NOTICE_ALERTNAME, "incident": "1", "severity": "P3",
+              "root_cause": name, SELF_RAISED_LABEL: SELF_RAISED_VALUE}
+    if not _reaches_a_person(alertmanager, notice):
+        return [Finding(
+            "error", "incident-notice-reaches-no-one", path,
+            f"a P3 about a service ({name}) reaches only the responder in {source}, and the "
+            f"responder's incident notice ({NOTICE_ALERTNAME}) reaches no person either",
+            f"route alertname=\"{NOTICE_ALERTNAME}\" to the team's chat receiver, as "
+            "alertmanager/alertmanager.yml does")]
+    return []
+
+
 def run_checks(config: Config, alertmanager: Mapping[str, Any], rule_files: Mapping[str, Any],
                statuses: Sequence[ComponentStatus] = (),
                alertmanager_source: str = "alertmanager.yml") -> list[Finding]:
@@ -333,6 +376,7 @@ def run_checks(config: Config, alertmanager: Mapping[str, Any], rule_files: Mapp
     matcher that cannot be read."""
     findings = (check_probes(config) + check_dependencies(config) + check_playbooks(config)
                 + check_p2_routing(config, alertmanager, alertmanager_source)
+                + check_service_p3_reaches_people(config, alertmanager, alertmanager_source)
                 + check_rule_references(config, rule_files)
                 + check_playbook_alertnames(config, rule_files)
                 + check_alertmanager_references(config, alertmanager, alertmanager_source)
