@@ -144,6 +144,13 @@ def cmd_lint(args: argparse.Namespace) -> int:
                         sys.stdout, output_format=args.format)
 
 
+def cmd_drill_plan(args: argparse.Namespace) -> int:
+    from monitoriza.drill.commands import plan_command  # noqa: PLC0415 - only this command
+
+    return plan_command(args.config, args.alertmanager, args.rules, args.prometheus_config,
+                        out=sys.stdout, err=sys.stderr, as_json=args.json)
+
+
 def cmd_journal(args: argparse.Namespace) -> int:
     from monitoriza.responder import dead_letter_commands as journal  # noqa: PLC0415
 
@@ -265,6 +272,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_drill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``drill plan`` (``run``, ``load`` and ``export`` will join it)."""
+    from monitoriza.drill.commands import default_prometheus_file  # noqa: PLC0415
+
+    drill = commands.add_parser("drill", help="fire drills: prove every fault is detected, "
+                                              "routed and healed in time")
+    drill_commands = drill.add_subparsers(dest="drill_command", required=True,
+                                          metavar="COMMAND")
+    plan = drill_commands.add_parser(
+        "plan", help="the fault matrix: expected alerts, receivers, root cause, playbook and "
+                     "deadlines per service and fault (injects nothing)")
+    plan.add_argument("--config", type=Path, required=True, metavar="FILE")
+    plan.add_argument("--alertmanager", type=Path, default=default_alertmanager_file(),
+                      metavar="FILE", help="Alertmanager configuration (default: %(default)s)")
+    plan.add_argument("--rules", type=Path, default=default_rules_dir(), metavar="DIR",
+                      help="Prometheus rule files (default: %(default)s)")
+    plan.add_argument("--prometheus-config", type=Path, default=default_prometheus_file(),
+                      metavar="FILE", help="Prometheus configuration, for the scrape and "
+                                           "evaluation intervals (default: %(default)s)")
+    plan.add_argument("--json", action="store_true", help="the whole matrix as JSON")
+    plan.set_defaults(handler=cmd_drill_plan)
+
+
 def _add_journal_commands(
         commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``journal dead-letters`` and ``journal replay``."""
@@ -290,7 +320,7 @@ def _add_journal_commands(
 
 def _add_readiness_commands(
         commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``report`` and ``lint``."""
+    """``report``, ``lint`` and ``drill``."""
     report = commands.add_parser(
         "report", help="a reliability report (HTML or JSON) from Prometheus and the "
                        "responder's store, with a verdict per service")
@@ -317,6 +347,7 @@ def _add_readiness_commands(
                       help="also report components Prometheus sees as unknown")
     lint.add_argument("--format", choices=["text", "json"], default="text")
     lint.set_defaults(handler=cmd_lint)
+    _add_drill_commands(commands)
 
 
 def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
