@@ -281,7 +281,12 @@ def resolve_paths(config: Config, base: Path) -> Config:
         services[name] = service.model_copy(update={"probes": probes})
     chat = None if healing.chat is None else healing.chat.model_copy(update={
         "webhook_url_file": _beside(base, healing.chat.webhook_url_file)})
-    return config.model_copy(update={"services": services, "responder": responder.model_copy(
+    flows = {name: flow.model_copy(update={"steps": [step.model_copy(update={
+        "headers_files": {header: _beside(base, file)
+                          for header, file in step.headers_files.items()}})
+        for step in flow.steps]}) for name, flow in config.flows.items()}
+    return config.model_copy(update={"services": services, "flows": flows,
+                                     "responder": responder.model_copy(
         update={
             "store_url": (f"{store.group(1)}{base / store.group(2)}" if store
                           else responder.store_url),
@@ -314,7 +319,15 @@ def config_from_data(data: Any, base: Path | None = None) -> Config:
                for name, spec in config.forecasts.items() if spec.service not in config.services]
     if errors:
         raise ConfigError(errors)
-    return config if base is None else resolve_paths(config, base)
+    config = config if base is None else resolve_paths(config, base)
+    # Checked once resolved: a missing secret is a config error now, not a failing flow later.
+    missing = [f"flows.{name}.steps[{index}].headers_files.{header}: file not found: {file}"
+               for name, flow in config.flows.items()
+               for index, step in enumerate(flow.steps)
+               for header, file in step.headers_files.items() if not Path(file).is_file()]
+    if missing:
+        raise ConfigError(missing)
+    return config
 
 
 def load_config(path: str | Path) -> Config:

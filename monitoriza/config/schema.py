@@ -8,8 +8,11 @@ the whole file (defaults from the ``exporter`` section, the dependency graph) li
 
 from __future__ import annotations
 
+import contextvars
+import json
 import re
-from typing import Annotated, Literal
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -18,9 +21,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    model_validator,
 )
 
 from monitoriza.durations import parse_duration
+from monitoriza.flows.jsonpath import JsonPathError, parse_json_path
+from monitoriza.flows.placeholders import placeholders_in
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
@@ -76,6 +83,7 @@ def _listen_address(value: str) -> str:
 Duration = Annotated[float, BeforeValidator(_duration_seconds), AfterValidator(_positive)]
 Name = Annotated[str, AfterValidator(_name)]
 HttpUrl = Annotated[str, _url(("http", "https"))]
+_HTTP_URL_CHECK = cast(Callable[[str], str], _url(("http", "https")).func)
 RedisUrl = Annotated[str, _url(("redis", "rediss"))]
 PostgresUrl = Annotated[str, _url(("postgresql", "postgres"))]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
@@ -394,6 +402,110 @@ class Responder(Strict):
     healing: Healing = Field(default_factory=Healing)
 
 
+# The service names of the file being validated, so that a flow's ``services`` entry is
+# checked where it is written and its error names its own path (flows.x.services[0]), which a
+# validator on the whole file could not do. Set by Config's wrap validator, per validation.
+_SERVICE_NAMES: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "monitoriza_config_service_names", default=None)
+
+
+def _known_service(value: str) -> str:
+    known = _SERVICE_NAMES.get()
+    if known is not None and value not in known:
+        raise ValueError(f"unknown service {value!r}")
+    return value
+
+
+def _json_path(value: str) -> str:
+    try:
+        parse_json_path(value)
+    except JsonPathError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _json_value(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise ValueError("must be plain JSON (strings, numbers, booleans, null, lists, "
+                         "mappings)") from None
+    return value
+
+
+def _flow_url(value: str) -> str:
+    """Checked in full when it holds no placeholder; otherwise at least its scheme."""
+    if "{" not in value:
+        return _HTTP_URL_CHECK(value)
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not a valid URL (expected http or https://HOST…)")
+    return value
+
+
+def _status_list(value: object) -> object:
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+JsonPathText = Annotated[str, AfterValidator(_json_path)]
+JsonValue = Annotated[Any, AfterValidator(_json_value)]
+StatusCode = Annotated[int, Field(ge=100, le=599)]
+CaptureName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class FlowStep(Strict):
+    """One HTTP request of a flow and what its answer must be (see docs/flows.md)."""
+
+    name: Name
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: Annotated[str, AfterValidator(_flow_url)]
+    headers: dict[str, str] = Field(default_factory=dict)
+    # Header name -> a file whose content (stripped) is the header's value; relative to the
+    # configuration file's directory, and checked to exist when the file is loaded.
+    headers_files: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+    body: JsonValue = None  # sent as JSON when set
+    # Any 2xx when empty.
+    expect_status: Annotated[list[StatusCode], BeforeValidator(_status_list)] = Field(
+        default_factory=list)
+    assert_: dict[JsonPathText, JsonValue] = Field(default_factory=dict, alias="assert")
+    capture: dict[CaptureName, JsonPathText] = Field(default_factory=dict)
+    timeout: Duration | None = None  # at most what is left of the flow's timeout
+
+    def used_placeholders(self) -> Iterator[tuple[str, str]]:
+        """(where, name) of every ``{name}`` in the URL, headers and body."""
+        yield from (("url", name) for name in placeholders_in(self.url))
+        for header, value in self.headers.items():
+            yield from ((f"headers.{header}", name) for name in placeholders_in(value))
+        yield from (("body", name) for name in placeholders_in(self.body))
+
+
+class Flow(Strict):
+    """A named multi-step HTTP user journey, run by the exporter as a synthetic probe."""
+
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    services: list[Annotated[str, AfterValidator(_known_service)]] = Field(
+        default_factory=list)
+    steps: Annotated[list[FlowStep], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Flow:
+        if self.timeout > self.interval:
+            raise ValueError(f"timeout must not exceed the interval ({self.timeout:g}s > "
+                             f"{self.interval:g}s)")
+        names: set[str] = set()
+        captured: set[str] = set()
+        for index, step in enumerate(self.steps):
+            if step.name in names:
+                raise ValueError(f"steps[{index}].name: duplicate step name {step.name!r}")
+            names.add(step.name)
+            for where, name in step.used_placeholders():
+                if name not in captured:
+                    raise ValueError(f"steps[{index}].{where}: {{{name}}} is used before any "
+                                     "earlier step captures it")
+            captured.update(step.capture)
+        return self
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -402,4 +514,15 @@ class Config(Strict):
     forecasts: dict[Name, ForecastSpec] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     services: dict[Name, Service]
+    flows: dict[Name, Flow] = Field(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_service_names(cls, data: Any, handler: ModelWrapValidatorHandler[Config]) -> Config:
+        services = data.get("services") if isinstance(data, dict) else None
+        token = _SERVICE_NAMES.set(frozenset(services) if isinstance(services, dict) else None)
+        try:
+            return handler(data)
+        finally:
+            _SERVICE_NAMES.reset(token)
 

@@ -6,6 +6,10 @@
   (a tiny page) and ``GET /metrics`` (``conecta_demo_disk_used_ratio{service=...}``), and
   ``POST /admin/reconnect?component=NAME``, the endpoint the Conecta healing playbook calls:
   reconnecting the component the ``unknown-component`` fault hides ends that fault;
+* ``POST /api/checkins`` (JSON ``{"resident": ...}``) records a resident's check-in and
+  answers 201 with ``{"data": {"checkin": {"id": ...}}}``; ``GET /api/checkins/ID`` reads it
+  back from any service (one book is shared, see :mod:`monitoriza.demo.checkins`): the
+  demo's ``resident-checkin`` flow goes in through the API gateway and out of the backend;
 * the chat port stands in for Slack: ``POST /chat/<receiver>`` appends the JSON payload to
   ``RUN/demo/chat.jsonl`` and answers ``ok`` as Slack does; ``GET /chat`` lists what arrived
   (``?receiver=oncall`` for one receiver).
@@ -47,6 +51,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from monitoriza.demo import DemoError
+from monitoriza.demo.checkins import CheckinBook
 from monitoriza.demo.health import (
     disk_ratio,
     drops_connections,
@@ -70,6 +75,7 @@ EXIT_CANNOT_START = 2
 # Short, so that a dead Redis costs a health answer little; the probe's timeout is 2 s.
 REDIS_TIMEOUT_SECONDS = 0.3
 MAX_CHAT_BODY_BYTES = 1024 * 1024
+MAX_CHECKIN_BODY_BYTES = 4096
 POLL_SECONDS = 0.2
 DISK_METRIC = "conecta_demo_disk_used_ratio"
 _RECEIVER = re.compile(r"[A-Za-z0-9_.-]+")
@@ -94,8 +100,10 @@ def serve(run_dir: Path, *, stop: threading.Event | None = None) -> int:
             print(f"demo: {exc}", file=sys.stderr, flush=True)
             return EXIT_CANNOT_START
         board = FaultBoard(run_dir)
+        checkins = CheckinBook()
         apps: list[tuple[str, int, _App]] = [
-            (service.name, service.port, ServiceApp(service, layout.host, board, run_dir))
+            (service.name, service.port,
+             ServiceApp(service, layout.host, board, run_dir, checkins=checkins))
             for service in layout.http
         ]
         apps.append(("chat inbox", layout.chat_port, ChatApp(chat_path(run_dir))))
@@ -248,8 +256,10 @@ class _DiskCollector(Collector):
 class ServiceApp:
     """One simulated Conecta HTTP service."""
 
-    def __init__(self, service: HttpService, host: str, board: FaultBoard, run_dir: Path) -> None:
+    def __init__(self, service: HttpService, host: str, board: FaultBoard, run_dir: Path,
+                 *, checkins: CheckinBook | None = None) -> None:
         self.service = service
+        self._checkins = checkins if checkins is not None else CheckinBook()
         self._host = host
         self._board = board
         self._run_dir = run_dir
@@ -278,6 +288,14 @@ class ServiceApp:
             request.send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif method == "POST" and url.path == "/admin/reconnect":
             self._reconnect(request, parse_qs(url.query).get("component", [""])[0])
+        elif method == "POST" and url.path == "/api/checkins":
+            self._check_in(request)
+        elif method == "GET" and url.path.startswith("/api/checkins/"):
+            found = self._checkins.get(url.path.removeprefix("/api/checkins/"))
+            if found is None:
+                request.send_json(HTTPStatus.NOT_FOUND, {"error": "no such check-in"})
+            else:
+                request.send_json(HTTPStatus.OK, {"data": found})
         else:
             request.send_json(HTTPStatus.NOT_FOUND, {"error": f"no {method} {url.path} here"})
 
@@ -290,6 +308,22 @@ class ServiceApp:
             request.close_connection = True
             return
         request.send_json(HTTPStatus(answer.status_code), answer.body)
+
+    def _check_in(self, request: _Handler) -> None:
+        raw = request.read_body(MAX_CHECKIN_BODY_BYTES)
+        if raw is None:
+            return
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            document = None
+        resident = document.get("resident") if isinstance(document, dict) else None
+        if not isinstance(resident, str) or not resident:
+            request.send_json(HTTPStatus.BAD_REQUEST,
+                              {"error": 'expected JSON {"resident": "..."}'})
+            return
+        checkin = self._checkins.create(resident, via=self.service.name)
+        request.send_json(HTTPStatus.CREATED, {"data": {"checkin": checkin}})
 
     def _reconnect(self, request: _Handler, component: str) -> None:
         if component not in self.service.components:

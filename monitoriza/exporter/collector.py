@@ -72,7 +72,8 @@ def probe_section(states: list[ProbeState]) -> list[tuple[Family, list[str]]]:
             buckets[name].append(text)
         if state.components:
             reporting[state.job.service].append(state)
-    families = [*metrics.PER_PROBE_FAMILIES, *metrics.MEASUREMENT_FAMILIES.values()]
+    families = [*metrics.PER_PROBE_FAMILIES, *metrics.MEASUREMENT_FAMILIES.values(),
+                *metrics.FLOW_FAMILIES]
     section = [(family, buckets.get(family.name, [])) for family in families]
     lines = [found[0].lines[metrics.COMPONENT_STATUS.name] if len(found) == 1
              else component_lines(service, merge_components(found))

@@ -118,3 +118,34 @@ MEASUREMENT_FAMILIES = {
     name: Family(name, help_text, ("service", *labels),
                  "counter" if name in COUNTER_MEASUREMENTS else "gauge")
     for name, (help_text, labels) in MEASUREMENT_HELP.items()}
+
+# Flows (docs/flows.md): one job per flow, rendered with a ``flow`` label instead of
+# ``service``, since a flow crosses services.
+FLOW_SUCCESS = Family("monitoriza_flow_success", "1 when every step of the last flow run passed",
+                      ("flow",))
+FLOW_DURATION = Family("monitoriza_flow_duration_seconds", "Duration of the last flow run",
+                       ("flow",))
+FLOW_LAST_RUN = Family("monitoriza_flow_last_run_timestamp_seconds",
+                       "When the flow last finished a run, successful or not", ("flow",))
+FLOW_LAST_SUCCESS = Family(
+    "monitoriza_flow_last_success_timestamp_seconds",
+    "When the flow last passed (0 if it never has), for staleness rules", ("flow",))
+FLOW_INTERVAL = Family("monitoriza_flow_interval_seconds",
+                       "Configured interval between flow runs", ("flow",))
+FLOW_STEP_SUCCESS = Family(
+    "monitoriza_flow_step_success",
+    "1 when the step passed on the last run (0 when it failed or was skipped)",
+    ("flow", "step"))
+FLOW_STEP_DURATION = Family(
+    "monitoriza_flow_step_duration_seconds",
+    "Duration of the step on the last run (0 when skipped)", ("flow", "step"))
+FLOW_STEP_STATUS = Family(
+    "monitoriza_flow_step_http_status_code",
+    "HTTP status of the step's answer on the last run (0 when there was none)",
+    ("flow", "step"))
+FLOW_FAILURE_REASON = Family(
+    "monitoriza_flow_failure_reason",
+    "1 for the step that failed the last run and why (timeout, connection, status, body, "
+    "assertion, capture, secret)", ("flow", "step", "reason"))
+FLOW_FAMILIES = (FLOW_SUCCESS, FLOW_DURATION, FLOW_LAST_RUN, FLOW_LAST_SUCCESS, FLOW_INTERVAL,
+                 FLOW_STEP_SUCCESS, FLOW_STEP_DURATION, FLOW_STEP_STATUS, FLOW_FAILURE_REASON)

@@ -54,3 +54,35 @@ def probe_lines(service: str, probe: str, *, interval: float, outcome: ProbeOutc
         if line is not None:
             lines[sample.metric] = lines.get(sample.metric, "") + line
     return lines
+
+
+def flow_lines(flow: str, *, interval: float, outcome: ProbeOutcome, duration: float,
+               finished_at: float, last_success_at: float | None) -> dict[str, str]:
+    """Family name -> exposition lines of one flow's latest run.
+
+    Per-step samples come as measurements named after their flow families (see
+    :mod:`monitoriza.exporter.probes.flow`); a run the watchdog cut short has none, and then
+    only the flow's own samples are published.
+    """
+    labels = (flow,)
+    lines = {
+        metrics.FLOW_SUCCESS.name: metrics.FLOW_SUCCESS.sample(
+            labels, 1.0 if outcome.success else 0.0),
+        metrics.FLOW_DURATION.name: metrics.FLOW_DURATION.sample(labels, duration),
+        metrics.FLOW_LAST_RUN.name: metrics.FLOW_LAST_RUN.sample(labels, finished_at),
+        metrics.FLOW_LAST_SUCCESS.name: metrics.FLOW_LAST_SUCCESS.sample(
+            labels, last_success_at or 0.0),
+        metrics.FLOW_INTERVAL.name: metrics.FLOW_INTERVAL.sample(labels, interval),
+    }
+    families = {family.name: family for family in metrics.FLOW_FAMILIES}
+    for sample in outcome.measurements:
+        family = families.get(sample.metric)
+        names = dict(sample.labels)
+        if family is None or set(names) != set(family.labels[1:]):
+            log.error("flow %s reported an undeclared sample %s%s; dropped", flow,
+                      sample.metric, sorted(names))
+            continue
+        line = family.sample([flow, *(names[label] for label in family.labels[1:])],
+                             sample.value)
+        lines[sample.metric] = lines.get(sample.metric, "") + line
+    return lines

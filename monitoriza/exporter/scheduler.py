@@ -6,6 +6,8 @@ skipped (and counted) instead of piling up threads on a hung target. A watchdog 
 ``timeout`` failure as soon as a run passes its deadline, even if the probe's own socket
 timeouts fail to fire, and the late result is then discarded.
 
+Flows (``flows:``, docs/flows.md) are jobs too, of kind ``flow``, run the same way.
+
 All scheduling reads an injectable :class:`~monitoriza.exporter.clock.Clock`, so tests move
 time by hand; the probes themselves keep real socket deadlines.
 """
@@ -19,8 +21,8 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from monitoriza.config.schema import ProbeBase
 from monitoriza.exporter.clock import SYSTEM_CLOCK, Clock
 from monitoriza.exporter.probes import create_runner
 from monitoriza.exporter.probes.base import Deadline, ProbeOutcome, ProbeRunner
@@ -47,7 +49,9 @@ class ProbeScheduler:
 
     def __init__(self, jobs: Iterable[ProbeJob], *, max_workers: int = 32,
                  errors_window: int = 20,
-                 runner_factory: Callable[[ProbeBase], ProbeRunner] = create_runner,
+                 # Called with a job's spec, a ProbeBase or a Flow; typed Any so that a
+                 # factory for probes only (a test's) still fits.
+                 runner_factory: Callable[[Any], ProbeRunner] = create_runner,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self._runner_factory = runner_factory
         self._clock = clock

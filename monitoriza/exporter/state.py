@@ -8,11 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from monitoriza.config.schema import Config, ProbeBase
+from monitoriza.config.schema import Config, Flow, ProbeBase
 from monitoriza.exporter.probes.base import ProbeOutcome
-from monitoriza.exporter.samples import probe_lines
+from monitoriza.exporter.samples import flow_lines, probe_lines
 
 ProbeKey = tuple[str, str]  # (service, probe name)
+# The ``service`` of a flow's job: never a valid service name, so a flow and a probe cannot
+# share a key, and health (which groups jobs by configured service) leaves flows out.
+FLOW_SERVICE = "@flow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +27,7 @@ class ProbeJob:
     kind: str
     interval: float
     timeout: float
-    spec: ProbeBase
+    spec: ProbeBase | Flow
 
     @property
     def key(self) -> ProbeKey:
@@ -57,6 +60,8 @@ def jobs_from_config(config: Config) -> list[ProbeJob]:
             kind: str = getattr(spec, "kind")  # noqa: B009 - every concrete spec has one
             jobs.append(ProbeJob(service_name, spec.name, kind, spec.interval, spec.timeout,
                                  spec))
+    for flow_name, flow in config.flows.items():
+        jobs.append(ProbeJob(FLOW_SERVICE, flow_name, "flow", flow.interval, flow.timeout, flow))
     return jobs
 
 
@@ -74,8 +79,12 @@ def next_state(previous: ProbeState | None, job: ProbeJob, outcome: ProbeOutcome
     components: Mapping[str, str] = outcome.components
     if not components and not outcome.success and previous is not None:
         components = dict.fromkeys(previous.components, "unknown")
+    if job.kind == "flow":
+        lines = flow_lines(job.name, interval=job.interval, outcome=outcome, duration=duration,
+                           finished_at=finished_at, last_success_at=last_success)
+    else:
+        lines = probe_lines(job.service, job.name, interval=job.interval, outcome=outcome,
+                            duration=duration, finished_at=finished_at,
+                            last_success_at=last_success, components=components)
     return ProbeState(job, outcome, duration, finished_at, last_success, recent, components,
-                      probe_lines(job.service, job.name, interval=job.interval, outcome=outcome,
-                                  duration=duration, finished_at=finished_at,
-                                  last_success_at=last_success,
-                                  components=components))
+                      lines)

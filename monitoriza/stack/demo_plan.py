@@ -188,7 +188,28 @@ def demo_config(ports: StackPorts, paths: DemoPaths, *, docker_host: str | None,
         "responder": _responder_section(ports, paths, scale),
         "forecasts": forecasts,
         "services": services,
+        "flows": demo_flows(ports),
     }
+
+
+def demo_flows(ports: StackPorts) -> dict[str, Any]:
+    """A resident checks in through the API gateway and the backend confirms it (see
+    monitoriza.demo.server); a fault on either service breaks the flow."""
+    port = {service.name: number for service, number in
+            zip(demo_services(with_recorder=False), ports.demo_http, strict=True)}
+    gateway, backend = port["api-gateway"], port["backend"]
+    return {"resident-checkin": {
+        "interval": PROBE_INTERVAL, "timeout": PROBE_TIMEOUT,
+        "services": ["api-gateway", "backend"],
+        "steps": [
+            {"name": "check-in", "method": "POST",
+             "url": f"http://{ports.host}:{gateway}/api/checkins",
+             "body": {"resident": "apt-101"}, "expect_status": 201,
+             "assert": {"$.data.checkin.status": "checked_in"},
+             "capture": {"checkin_id": "$.data.checkin.id"}},
+            {"name": "confirm", "url": f"http://{ports.host}:{backend}/api/checkins/{{checkin_id}}",
+             "expect_status": 200, "assert": {"$.data.resident": "apt-101"}},
+        ]}}
 
 
 def _responder_section(ports: StackPorts, paths: DemoPaths, scale: float) -> dict[str, Any]:

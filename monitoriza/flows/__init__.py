@@ -1,0 +1,1 @@
+"""Flows: named multi-step HTTP user journeys, run as synthetic probes (docs/flows.md)."""
