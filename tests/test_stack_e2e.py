@@ -282,10 +282,11 @@ class TestContainerKeepsDying:
             stack.fault("guardian-recorder", "clear")
 
 
-def finite_ttf(stack: DemoStack, forecast: str) -> float | None:
-    """The published median time to failure of ``forecast``, None while +Inf or absent."""
+def finite_ttf(stack: DemoStack, forecast: str, estimate: str = "median") -> float | None:
+    """The published time to failure of ``forecast`` (its ``estimate``: median, lower or
+    upper), None while +Inf or absent."""
     result = stack.query(f'monitoriza_time_to_failure_seconds{{forecast="{forecast}",'
-                         'estimate="median"} < +Inf')
+                         f'estimate="{estimate}"}} < +Inf')
     return float(result[0]["value"][1]) if result else None
 
 
@@ -322,8 +323,10 @@ class TestDashboards:
         demo_stack.fault("frontend", "fill-disk")
         demo_stack.fault("api-gateway", "slow")
         try:
-            wait_for(lambda: finite_ttf(demo_stack, "disk-frontend") is not None, 60,
-                     "a finite time to failure for disk-frontend", demo_stack)
+            # The panel shows the upper estimate, which turns finite after the median does
+            # (its bound is wider): wait for that one, or the panel can be empty by a race.
+            wait_for(lambda: finite_ttf(demo_stack, "disk-frontend", "upper") is not None, 90,
+                     "a finite upper time to failure for disk-frontend", demo_stack)
             wait_for(lambda: bool(demo_stack.query(
                 'monitoriza_probe_failure_reason{service="api-gateway",reason="timeout"} == 1')),
                 30, "the slow api-gateway's probe to time out", demo_stack)
