@@ -151,6 +151,25 @@ def cmd_drill_plan(args: argparse.Namespace) -> int:
                         out=sys.stdout, err=sys.stderr, as_json=args.json)
 
 
+def cmd_drill_load(args: argparse.Namespace) -> int:
+    # Never imports Locust here: the load runs in a child process (see monitoriza.drill.load).
+    from monitoriza.drill.load import LoadOptions, load_command  # noqa: PLC0415
+
+    options = LoadOptions(args.config, args.flow, args.users, args.rate, args.duration,
+                          slo=args.slo, out=args.out, as_json=args.json)
+    return load_command(options, out=sys.stdout, err=sys.stderr)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return number
+
+
 def cmd_journal(args: argparse.Namespace) -> int:
     from monitoriza.responder import dead_letter_commands as journal  # noqa: PLC0415
 
@@ -273,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_drill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``drill plan`` (``run``, ``load`` and ``export`` will join it)."""
+    """``drill plan`` and ``drill load`` (``run`` and ``export`` will join them)."""
     from monitoriza.drill.commands import default_prometheus_file  # noqa: PLC0415
 
     drill = commands.add_parser("drill", help="fire drills: prove every fault is detected, "
@@ -293,6 +312,26 @@ def _add_drill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                                            "evaluation intervals (default: %(default)s)")
     plan.add_argument("--json", action="store_true", help="the whole matrix as JSON")
     plan.set_defaults(handler=cmd_drill_plan)
+
+    load = drill_commands.add_parser(
+        "load", help="drive one flow at a fixed rate with Locust: per-step requests, failures "
+                     "and percentiles; exit 1 when an SLO is missed")
+    load.add_argument("--config", type=Path, required=True, metavar="FILE")
+    load.add_argument("--flow", required=True, metavar="NAME", help="a flow of the configuration")
+    load.add_argument("--users", type=_positive_int, required=True, metavar="N",
+                      help="concurrent simulated users")
+    load.add_argument("--rate", type=_positive_float, required=True, metavar="R",
+                      help="flow runs per second, across all users")
+    load.add_argument("--duration", type=_duration, required=True, metavar="DURATION",
+                      help="how long to drive it, e.g. 30s or 5m")
+    load.add_argument("--slo", metavar="OBJECTIVES",
+                      help="e.g. p95=300ms,errors=1%%: p50/p95/p99 bound every step, errors "
+                           "the share of failed flow runs")
+    load.add_argument("--out", type=Path, metavar="FILE",
+                      help="where to store the results as JSON (default: "
+                           "drills/load-FLOW-TIME.json beside the configuration)")
+    load.add_argument("--json", action="store_true", help="print the results as JSON")
+    load.set_defaults(handler=cmd_drill_load)
 
 
 def _add_journal_commands(

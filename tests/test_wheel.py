@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "conecta-plus.yml"
 TOKEN = "wheel-test-token"
 # Imported only by dev tools or the benchmarks: a production install must work without them.
-DEV_ONLY = ("matplotlib", "pytest", "hypothesis", "mypy")
+# (pytest is not among them: Locust, a runtime dependency for `drill load`, requires it.)
+DEV_ONLY = ("matplotlib", "hypothesis", "mypy", "schemathesis", "ruff")
 
 
 # Runs ``monitoriza CMD --help`` for each command given (JSON) and prints {cmd: [exit, stdout]}.
