@@ -21,9 +21,12 @@ from monitoriza.healing.notices import (
     notice_level,
 )
 from monitoriza.healing.notify import Escalator, IncidentNotifier
+from monitoriza.responder.app import create_app, stop_app
+from monitoriza.responder.state import responder_of
 from monitoriza.stack.render import alertmanager_config, chat_channel
 from tests.support.alertmanager import PRODUCTION_CONFIG, AlertmanagerFactory, CapturedPost
-from tests.support.binaries import wait_until
+from tests.support.binaries import free_port, wait_until
+from tests.support.responder import TOKEN, fixture_body, post, responder_config
 
 T0 = 1_700_000_000.0
 TOPOLOGY = Topology(depends_on={"api-gateway": ("guardian",), "guardian": ()},
@@ -137,7 +140,8 @@ class TestThroughAlertmanager:
         assert [title.split("]")[0] for title in got] == ["[P3", "[P2", "[RESOLVED"], got
         assert "Incident #7: guardian" in got[0]
         assert not am.capture.posts(ONCALL_SLACK)
-        assert (sender.sent, sender.failed) == (4, 0)  # P3, P2, the refresh, the end
+        stats = sender.stats()
+        assert (stats.sent, stats.failed) == (4, 0)  # P3, P2, the refresh, the end
 
 
 class TestStackChannels:
@@ -162,3 +166,28 @@ class TestStackChannels:
                         "team-chat": "http://127.0.0.1:2/chat/team",
                         "oncall": "http://127.0.0.1:2/chat/oncall",
                         "oncall-chat": "http://127.0.0.1:2/chat/oncall"}
+
+
+def test_notices_alertmanager_cannot_take_are_counted(tmp_path: Path) -> None:
+    """The responder's notice for a P3 incident, posted to an Alertmanager that is not
+    there, shows as ``monitoriza_healing_notices_total{result="failed"}`` on /metrics: a
+    notice the team never gets is visible, not only logged."""
+    (tmp_path / "token").write_text(TOKEN)
+    config = responder_config(tmp_path, healing={
+        "kill_switch_file": str(tmp_path / "kill-switch"),
+        "alertmanager_url": f"http://127.0.0.1:{free_port()}"})
+    app = create_app(config, token=TOKEN, start_worker=False)
+    client = app.test_client()
+    try:
+        assert post(client, fixture_body("firing_single.json")).status_code == 200
+        while responder_of(app).worker.run_once():
+            pass
+
+        def failed() -> bool:
+            return 'monitoriza_healing_notices_total{result="failed"} 1.0' in client.get(
+                "/metrics").text
+        assert wait_until(failed, 15.0)
+        assert 'monitoriza_healing_notices_total{result="sent"} 0.0' in client.get(
+            "/metrics").text
+    finally:
+        stop_app(app)

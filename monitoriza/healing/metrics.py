@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 
 from monitoriza.config.schema import Healing
 from monitoriza.healing import repository
+from monitoriza.healing.alert_poster import PostStats
 from monitoriza.healing.breaker import STATES, BreakerState
 from monitoriza.healing.budget import BudgetState, remaining
 from monitoriza.healing.chat import ChatStats
 from monitoriza.healing.memory import Outcomes, success_ratio
-from monitoriza.healing.notify import EscalationStats
 from monitoriza.store import reading
 
 INCIDENT_STATES = ("open", "healing", "resolved")
@@ -25,11 +25,13 @@ INCIDENT_STATES = ("open", "healing", "resolved")
 class HealingCollector(Collector):
     def __init__(self, engine: Engine, settings: Healing,
                  chat_stats: Callable[[], ChatStats],
-                 escalation_stats: Callable[[], EscalationStats] | None = None) -> None:
+                 escalation_stats: Callable[[], PostStats] | None = None,
+                 notice_stats: Callable[[], PostStats] | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.chat_stats = chat_stats
-        self.escalation_stats = escalation_stats or EscalationStats
+        self.escalation_stats = escalation_stats or PostStats
+        self.notice_stats = notice_stats or PostStats
 
     def collect(self) -> Iterator[Metric]:
         now = time.time()
@@ -96,3 +98,11 @@ class HealingCollector(Collector):
                               ("dropped_queue_full", escalated.dropped_queue_full)):
             escalations.add_metric([result], float(count))
         yield escalations
+        noticed = self.notice_stats()
+        notices = CounterMetricFamily(
+            "monitoriza_healing_notices", "Batches of incident notices (MonitorizaIncident) "
+            "posted to Alertmanager, by what became of them", labels=["result"])
+        for result, count in (("sent", noticed.sent), ("failed", noticed.failed),
+                              ("dropped_queue_full", noticed.dropped_queue_full)):
+            notices.add_metric([result], float(count))
+        yield notices

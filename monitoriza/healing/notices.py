@@ -15,13 +15,10 @@ Alertmanager outage never blocks the journal worker.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-import requests
-
+from monitoriza.healing.alert_poster import AlertPoster
 from monitoriza.healing.correlation import SEVERITY_RANK, Incident
 from monitoriza.healing.policy import SELF_RAISED_LABEL, SELF_RAISED_VALUE
 
@@ -99,36 +96,12 @@ def notice_alerts(incident: Incident, levels: Sequence[str], *, now: float,
             for level in levels]
 
 
-class NoticeSender:
-    """Posts notices to Alertmanager's ``/api/v2/alerts`` from a daemon thread; a full
-    queue or a failed post is counted (``failed``) and logged, never raised."""
+class NoticeSender(AlertPoster):
+    """Posts notices to Alertmanager from a daemon thread; a full queue or a failed post is
+    counted (``monitoriza_healing_notices_total``) and logged, never raised."""
 
     def __init__(self, alertmanager_url: str | None, timeout: float = 5.0) -> None:
-        self.url = alertmanager_url.rstrip("/") if alertmanager_url else None
-        self.timeout = timeout
-        self.sent = 0
-        self.failed = 0
-        self._queue: queue.Queue[list[dict[str, object]]] = queue.Queue(maxsize=1000)
-        if self.url is not None:
-            threading.Thread(target=self._run, name="incident-notices", daemon=True).start()
+        super().__init__(alertmanager_url, "incident-notices", timeout)
 
     def send(self, alerts: list[dict[str, object]]) -> None:
-        if self.url is None or not alerts:
-            return
-        try:
-            self._queue.put_nowait(alerts)
-        except queue.Full:
-            self.failed += 1
-            log.warning("incident notice queue full; dropped %d notice(s)", len(alerts))
-
-    def _run(self) -> None:
-        session = requests.Session()
-        while True:
-            alerts = self._queue.get()
-            try:
-                session.post(f"{self.url}/api/v2/alerts", json=alerts,
-                             timeout=self.timeout).raise_for_status()
-                self.sent += 1
-            except requests.RequestException:
-                log.warning("could not post incident notices to Alertmanager at %s", self.url)
-                self.failed += 1
+        self.post(alerts)

@@ -7,15 +7,13 @@ its failures are counted (``monitoriza_chat_messages_total``, the escalation cou
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import requests
-
+from monitoriza.healing.alert_poster import AlertPoster, PostStats
 from monitoriza.healing.chat import ChatMessage, Notifier
 from monitoriza.healing.correlation import Incident
 from monitoriza.healing.healer import HealOutcome
@@ -63,35 +61,14 @@ def refusal_runbook_url(check: str) -> str:
     return f"docs/runbooks.md#{REFUSAL_RUNBOOKS.get(check, REFUSAL_RUNBOOK_FALLBACK)}"
 
 
-@dataclass(frozen=True)
-class EscalationStats:
-    """What became of the refusals escalated so far (each counted once)."""
-
-    sent: int = 0  # Alertmanager accepted it
-    failed: int = 0  # Alertmanager unreachable or refused it
-    dropped_queue_full: int = 0  # more refusals queued than Alertmanager took
+EscalationStats = PostStats  # what became of the refusals escalated so far
 
 
-class Escalator:
+class Escalator(AlertPoster):
     """Raises a P2 in Alertmanager when the policy refuses to heal (so on-call is paged)."""
 
     def __init__(self, alertmanager_url: str | None, timeout: float = 5.0) -> None:
-        self.url = alertmanager_url.rstrip("/") if alertmanager_url else None
-        self.timeout = timeout
-        self._stats = EscalationStats()
-        self._lock = threading.Lock()  # the worker and the sending thread both count
-        self._queue: queue.Queue[list[dict[str, object]]] = queue.Queue(maxsize=1000)
-        if self.url is not None:
-            threading.Thread(target=self._run, name="escalator", daemon=True).start()
-
-    def stats(self) -> EscalationStats:
-        """The counts so far, for ``monitoriza_healing_escalations_total``."""
-        with self._lock:
-            return self._stats
-
-    def _count(self, result: str) -> None:
-        with self._lock:
-            self._stats = replace(self._stats, **{result: getattr(self._stats, result) + 1})
+        super().__init__(alertmanager_url, "escalator", timeout)
 
     def escalate(self, outcome: HealOutcome) -> None:
         """Queue the P2 for a refusal; the policy check that refused it picks the runbook."""
@@ -109,22 +86,8 @@ class Escalator:
             "startsAt": now.isoformat(),
             "endsAt": (now + timedelta(hours=1)).isoformat(),
         }
-        try:
-            self._queue.put_nowait([alert])
-        except queue.Full:
-            self._count("dropped_queue_full")
+        self.post([alert])
 
-    def _run(self) -> None:
-        session = requests.Session()
-        while True:
-            alerts = self._queue.get()
-            try:
-                session.post(f"{self.url}/api/v2/alerts", json=alerts,
-                             timeout=self.timeout).raise_for_status()
-                self._count("sent")
-            except requests.RequestException:
-                log.warning("could not escalate to Alertmanager at %s", self.url)
-                self._count("failed")
 
 
 @dataclass

@@ -27,6 +27,7 @@ from monitoriza.healing.chat import notifier_from_config
 from monitoriza.healing.decide import HealingProcessor
 from monitoriza.healing.healer import Healer, HealOutcome
 from monitoriza.healing.metrics import HealingCollector
+from monitoriza.healing.notices import NoticeSender
 from monitoriza.healing.notify import Escalator, IncidentNotifier
 from monitoriza.pipeline import JournalRow
 from monitoriza.responder import audit_api, healing_api, intake, operations
@@ -71,9 +72,10 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     chat = notifier_from_config(settings.healing.chat)
     escalator = Escalator(
         str(settings.healing.alertmanager_url) if settings.healing.alertmanager_url else None)
-    notifier = IncidentNotifier(chat, escalator)
+    notices = NoticeSender(escalator.url)
+    notifier = IncidentNotifier(chat, escalator, notices=notices)
     metrics.watch_healing(HealingCollector(engine, settings.healing, chat.stats,
-                                           escalator.stats))
+                                           escalator.stats, notices.stats))
 
     def count_outcome(outcome: HealOutcome) -> None:
         metrics.healing_actions.labels(outcome.job.service, outcome.job.playbook,
