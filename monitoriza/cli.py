@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from monitoriza import __version__
 from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
-from monitoriza.config.schema import ListenAddress
+from monitoriza.config.schema import Config, ListenAddress
 from monitoriza.durations import parse_duration
 from monitoriza.exceptions import ConfigError, DurationError
 from monitoriza.exporter.app import serve
@@ -46,11 +46,18 @@ def _print_config_errors(path: Path, error: ConfigError) -> None:
         print(f"{path}: {message}", file=sys.stderr)
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def _load_or_report(path: Path) -> Config | None:
+    """The configuration at ``path``, or None after printing each of its errors."""
     try:
-        config = load_config(args.file)
+        return load_config(path)
     except ConfigError as exc:
-        _print_config_errors(args.file, exc)
+        _print_config_errors(path, exc)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.file)
+    if config is None:
         return EXIT_CHECK_FAILED
     probes = sum(len(service.probes) for service in config.services.values())
     print(f"{args.file}: OK ({len(config.services)} services, {probes} probes)")
@@ -69,19 +76,19 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
 
 def cmd_responder(args: argparse.Namespace) -> int:
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_USAGE
     try:
-        config = load_config(args.config)
         return responder_serve(config, args.listen)
-    except ConfigError as exc:
+    except ConfigError as exc:  # a token or key file the configuration names is unusable
         _print_config_errors(args.config, exc)
         return EXIT_USAGE
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_errors(args.config, exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_USAGE
     if args.audit_command == "verify":
         return verify_command(config, options=VerifyOptions(
@@ -173,10 +180,8 @@ def _positive_int(value: str) -> int:
 def cmd_journal(args: argparse.Namespace) -> int:
     from monitoriza.responder import dead_letter_commands as journal  # noqa: PLC0415
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_config_errors(args.config, exc)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_USAGE
     if args.journal_command == "dead-letters":
         return journal.dead_letters_command(config, as_json=args.json)
