@@ -9,6 +9,7 @@ from pathlib import Path
 
 import requests
 import yaml
+from pydantic import BaseModel
 
 from monitoriza.config import config_from_data, load_config
 from tests.support.binaries import free_port, stop_process, wait_until
@@ -45,6 +46,35 @@ class TestResolution:
         assert responder.healing.chat.webhook_url_file == str(here / "secrets" / "chat")
         probe = config.services["cache"].probes[0]
         assert getattr(probe, "password_file", None) == str(here / "secrets" / "redis")
+
+    def test_no_relative_path_is_left_anywhere(self, tmp_path: Path) -> None:
+        """Walking the loaded configuration, no ``*_file``/``*_files`` value at any depth is
+        relative: the resolver follows the naming rule, not a list of known fields."""
+        path = _write(tmp_path / "etc" / "monitoriza.yml", {
+            "responder": {"token_file": "token", "audit": {"hmac_key_file": "keys/hmac"},
+                          "healing": {"chat": {"webhook_url_file": "secrets/chat"}}},
+            "services": {"cache": {"probes": [{"kind": "redis", "url": "redis://127.0.0.1:1",
+                                               "password_file": "secrets/redis"}]}}})
+        found: list[tuple[str, str]] = []
+
+        def walk(value: object, where: str) -> None:
+            if isinstance(value, BaseModel):
+                for name in type(value).model_fields:
+                    item = getattr(value, name)
+                    if name.endswith("_file") and isinstance(item, str):
+                        found.append((f"{where}.{name}", item))
+                    elif name.endswith("_files") and isinstance(item, dict):
+                        found.extend((f"{where}.{name}.{k}", v) for k, v in item.items())
+                    else:
+                        walk(item, f"{where}.{name}")
+            elif isinstance(value, dict | list):
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                for key, item in items:
+                    walk(item, f"{where}[{key}]")
+
+        walk(load_config(path), "config")
+        assert len(found) >= 7
+        assert [(where, file) for where, file in found if not Path(file).is_absolute()] == []
 
     def test_absolute_paths_and_non_file_urls_are_kept(self, tmp_path: Path) -> None:
         path = _write(tmp_path / "monitoriza.yml", {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from monitoriza.config.schema import (
@@ -21,8 +21,6 @@ from monitoriza.config.schema import (
     Config,
     DockerProbe,
     HttpAction,
-    PostgresProbe,
-    RedisProbe,
     Service,
 )
 from monitoriza.exceptions import ConfigError
@@ -266,38 +264,44 @@ def _beside(base: Path, value: str) -> str:
     return value if Path(value).is_absolute() else str(base / value)
 
 
+def _anchored(value: Any, base: Path) -> Any:
+    """``value`` with its relative paths made relative to ``base``: every field named
+    ``*_file`` (a path) or ``*_files`` (a mapping to paths), at any depth. The rule is the
+    naming, so a path field added later cannot be forgotten here."""
+    if isinstance(value, BaseModel):
+        updates: dict[str, Any] = {}
+        for name in type(value).model_fields:
+            item = getattr(value, name)
+            if name.endswith("_file") and isinstance(item, str) and item:
+                anchored: Any = _beside(base, item)
+            elif name.endswith("_files") and isinstance(item, dict):
+                anchored = {key: _beside(base, path) for key, path in item.items()}
+            else:
+                anchored = _anchored(item, base)
+            if anchored is not item:
+                updates[name] = anchored
+        return value.model_copy(update=updates) if updates else value
+    if isinstance(value, list):
+        items = [_anchored(item, base) for item in value]
+        return items if any(new is not old for new, old in zip(items, value, strict=True)) \
+            else value
+    if isinstance(value, dict):
+        mapping = {key: _anchored(item, base) for key, item in value.items()}
+        return mapping if any(mapping[key] is not value[key] for key in value) else value
+    return value
+
+
 def resolve_paths(config: Config, base: Path) -> Config:
     """Every relative file path of ``config`` (defaults included) made relative to ``base``,
     the directory of the configuration file, as Prometheus and Alertmanager do: where a
-    process was started from must not decide where its key, store or token live."""
-    responder = config.responder
-    audit, healing = responder.audit, responder.healing
-    store = RELATIVE_SQLITE_URL.match(responder.store_url)
-    services = {}
-    for name, service in config.services.items():
-        probes = [probe.model_copy(update={"password_file": _beside(base, probe.password_file)})
-                  if isinstance(probe, RedisProbe | PostgresProbe) and probe.password_file
-                  else probe for probe in service.probes]
-        services[name] = service.model_copy(update={"probes": probes})
-    chat = None if healing.chat is None else healing.chat.model_copy(update={
-        "webhook_url_file": _beside(base, healing.chat.webhook_url_file)})
-    flows = {name: flow.model_copy(update={"steps": [step.model_copy(update={
-        "headers_files": {header: _beside(base, file)
-                          for header, file in step.headers_files.items()}})
-        for step in flow.steps]}) for name, flow in config.flows.items()}
-    return config.model_copy(update={"services": services, "flows": flows,
-                                     "responder": responder.model_copy(
-        update={
-            "store_url": (f"{store.group(1)}{base / store.group(2)}" if store
-                          else responder.store_url),
-            "token_file": _beside(base, responder.token_file),
-            "audit": audit.model_copy(update={
-                "hmac_key_file": audit.hmac_key_file and _beside(base, audit.hmac_key_file),
-                "signing_key_file": _beside(base, audit.signing_key_file),
-                "checkpoint_file": _beside(base, audit.checkpoint_file)}),
-            "healing": healing.model_copy(update={
-                "kill_switch_file": _beside(base, healing.kill_switch_file), "chat": chat}),
-        })})
+    process was started from must not decide where its key, store or token live. Paths are
+    the ``*_file``/``*_files`` fields (see :func:`_anchored`) and a relative SQLite store."""
+    resolved: Config = _anchored(config, base)
+    store = RELATIVE_SQLITE_URL.match(resolved.responder.store_url)
+    if store is None:
+        return resolved
+    return resolved.model_copy(update={"responder": resolved.responder.model_copy(
+        update={"store_url": f"{store.group(1)}{base / store.group(2)}"})})
 
 
 def config_from_data(data: Any, base: Path | None = None) -> Config:
