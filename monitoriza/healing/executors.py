@@ -16,7 +16,9 @@ target.
 ``docker_restart``
     Through :func:`monitoriza.docker_engine.engine_client`, as the Docker probe does. The
     action's ``timeout`` is the grace period Docker gives the container to stop before
-    killing it. ``ok`` iff the restart call returned and the container is running afterwards.
+    killing it. A paused container is unpaused first, so that its processes get the stop
+    signal and its grace period (some engines refuse to stop a paused container outright).
+    ``ok`` iff the restart call returned and the container is running afterwards.
 """
 
 from __future__ import annotations
@@ -138,6 +140,9 @@ def run_docker_restart(restart: PreparedRestart) -> tuple[bool, str]:
     try:
         with engine_client(url, DOCKER_API_TIMEOUT) as client:
             container = client.containers.get(name)
+            unpaused = container.status == "paused"
+            if unpaused:
+                container.unpause()
             container.restart(timeout=grace)
             container.reload()
             status = str(container.status)
@@ -147,4 +152,5 @@ def run_docker_restart(restart: PreparedRestart) -> tuple[bool, str]:
         return False, f"cannot restart container {name} on {url}: {exc}"
     if status != "running":
         return False, f"container {name} is {status} after the restart"
-    return True, f"container {name} restarted and running"
+    done = "unpaused, restarted" if unpaused else "restarted"
+    return True, f"container {name} {done} and running"
