@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,13 @@ from sqlalchemy import update
 
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import load_config
+from monitoriza.drill.matrix import build_matrix
 from monitoriza.healing import repository
 from monitoriza.healing.correlation import AlertEvent, AlertSummary, Incident, RootCause
+from monitoriza.report.drills import collect_drills
 from monitoriza.report.model import (
+    DrillFacts,
+    IncidentFact,
     ResponderFacts,
     ServiceAvailability,
     TimeToFailure,
@@ -39,6 +44,7 @@ from monitoriza.report.run import report_command
 from monitoriza.report.svg import Bar, Line, availability_bars, availability_lines, nice_ticks
 from monitoriza.store import actions, create_store, writing
 from tests.support.binaries import free_port, require_binary, stop_process, wait_until
+from tests.test_drill_matrix import cell, load_data
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 WEEK = 7 * 86400
@@ -229,10 +235,39 @@ class Reports:
     progress: str
 
 
+def drill_run(plan: list[str], cells: list[dict[str, Any]],
+              not_run: list[dict[str, Any]] | None = None, *,
+              blind_spots: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A ``drills/drill-run-*.json`` document as ``monitoriza drill run`` writes it."""
+    return {"kind": "drill-run", "version": 1, "drill_id": "drill-7", "started_at": 1.0e9,
+            "finished_at": 1.0e9 + 600, "config": "monitoriza.yml", "cells": cells,
+            "not_run": not_run or [], "plan": plan, "blind_spots": blind_spots or []}
+
+
+def _write_drills(directory: Path) -> None:
+    """An older run that passed everything, then the latest: api passes its two planned
+    experiments, db's stop missed its page, cache's pause was never tested, queue's process
+    kill was refused; and the check-in flow's load drill missed its SLO."""
+    directory.mkdir()
+    plan = ["api:container_stop", "api:container_kill", "db:container_stop",
+            "cache:container_pause", "queue:process_kill"]
+    (directory / "drill-run-20200101T000000Z.json").write_text(json.dumps(drill_run(
+        plan, [cell(key, "pass") for key in plan])))
+    (directory / "drill-run-20261201T093000Z.json").write_text(json.dumps(drill_run(
+        plan, [cell("api:container_stop", "pass"), cell("api:container_kill", "pass"),
+               cell("db:container_stop", "missed", reasons=("never reached oncall",))],
+        [{"key": "queue:process_kill", "service": "queue", "fault": "process_kill",
+          "reason": "queue has no playbook with a command step"}])))
+    (directory / "drill-run-20261201T093000Z.html").write_text("<html></html>")
+    (directory / "load-check-in-20261201T100000Z.json").write_text(json.dumps(
+        load_data("check-in", met=False)))
+
+
 @pytest.fixture(scope="module")
 def reports(week: Week) -> Reports:
     """The report of the week, as HTML and as JSON."""
     injected = _fill_store(week.config, week)
+    _write_drills(week.directory / "drills")
     html_path = week.directory / "report.html"
     progress = io.StringIO()
     assert report_command(week.config, WEEK, out=html_path, output_format="html",
@@ -311,6 +346,43 @@ def test_verdicts(reports: Reports) -> None:
     assert any("failure in 1h 00m" in r for r in found["cache"]["reasons"])
 
 
+def test_drill_cells_count_in_the_verdicts(reports: Reports) -> None:
+    """The latest run judges: a missed cell blocks, a cell not proven is named."""
+    found = {v["service"]: v for v in reports.data["verdicts"]}
+    assert found["api"]["reasons"] == []
+    assert "drill db:container_stop missed: never reached oncall" in found["db"]["reasons"]
+    assert ("drill experiments without a pass: cache:container_pause never tested"
+            in found["cache"]["reasons"])
+    assert ("drill experiments without a pass: queue:process_kill not run: queue has no "
+            "playbook with a command step" in found["queue"]["reasons"])
+
+
+def test_drill_matrix_and_loads_are_reported(reports: Reports) -> None:
+    drills = reports.data["drills"]
+    assert drills["run_file"].endswith("drill-run-20261201T093000Z.json"), "the latest run"
+    assert drills["page_file"] == drills["run_file"].removesuffix(".json") + ".html"
+    assert escape(f"(each experiment's stages: {drills['page_file']})") in reports.html
+    assert drills["matrix"]["counts"] == {"missed": 1, "not run": 1, "never tested": 1,
+                                          "pass": 2}
+    rows = {row["service"]: {c["fault"]: c["state"] for c in row["cells"]}
+            for row in drills["matrix"]["rows"]}
+    assert rows["db"]["container_stop"] == "missed"
+    assert rows["db"]["container_kill"] == "n/a"
+    assert rows["api"]["container_stop"] == "pass"
+    [load] = drills["loads"]
+    assert (load["flow"], load["slo_met"], load["achieved_rate"]) == ("check-in", False, 9.95)
+    assert [step["p95_ms"] for step in load["steps"]] == [95.0, 340.0]
+    html = reports.html
+    assert "<h2>Fire drills</h2>" in html
+    assert "5 experiments: 1 missed, 1 not run, 1 never tested, 2 pass" in html
+    assert '<td class="cell st-missed"><div class="entry"><span class="state">missed</span>' \
+        in html
+    assert "MISSED (p95=300ms,errors=1%)" in html
+    assert "report: drills: db:container_stop missed" in reports.progress
+    assert "report: load check-in: SLO MISSED (p95=300ms,errors=1%), 9.95/s of 10/s" \
+        in reports.progress
+
+
 def test_progress_is_shown_per_section(reports: Reports) -> None:
     lines = reports.progress.splitlines()
     for section in ("availability", "time to failure", "silent failures", "responder store"):
@@ -345,6 +417,8 @@ def test_missing_store_says_no_responder_data(week: Week, tmp_path: Path) -> Non
                           progress=io.StringIO()) == 0
     assert "no responder data" in out.read_text()
     assert not (tmp_path / "absent.db").exists()
+    assert f"no drill run to judge by: no drill run in {tmp_path / 'drills'}" in \
+        out.read_text()
 
 
 def test_unreachable_prometheus_is_an_error(week: Week, tmp_path: Path) -> None:
@@ -358,17 +432,98 @@ def test_unreachable_prometheus_is_an_error(week: Week, tmp_path: Path) -> None:
     assert not (tmp_path / "r.html").exists()
 
 
+DRILLED = DrillFacts("drills", matrix=build_matrix(drill_run(
+    ["s:container_stop"], [cell("s:container_stop", "pass")])))
+
+
 def test_verdict_rules_are_pure() -> None:
     def service(value: float | None) -> ServiceAvailability:
         return ServiceAvailability("s", "critical", 0.999, value)
 
-    assert verdicts([service(0.9995)], ResponderFacts(), [], [], [])[0].verdict == "ready"
-    assert verdicts([service(0.998)], ResponderFacts(), [], [], [])[0].verdict == "not ready"
-    assert verdicts([service(None)], ResponderFacts(), [], [], [])[0].verdict == "at risk"
-    far = TimeToFailure("f", "s", 2 * 86400, 86400)
-    assert verdicts([service(1.0)], ResponderFacts(), [far], [], [])[0].verdict == "ready"
-    near = TimeToFailure("f", "s", 600, 86400)
-    assert verdicts([service(1.0)], ResponderFacts(), [near], [], [])[0].verdict == "at risk"
+    def verdict(value: float | None, ttf: list[TimeToFailure] | None = None) -> str:
+        return verdicts([service(value)], ResponderFacts(), ttf or [], [], [],
+                        drills=DRILLED)[0].verdict
+
+    assert verdict(0.9995) == "ready"
+    assert verdict(0.998) == "not ready"
+    assert verdict(None) == "at risk"
+    assert verdict(1.0, [TimeToFailure("f", "s", 2 * 86400, 86400)]) == "ready"
+    assert verdict(1.0, [TimeToFailure("f", "s", 600, 86400)]) == "at risk"
+
+
+class TestDrillVerdicts:
+    """'Not tested' is not 'ready': the latest drill run's cells in the verdict."""
+
+    @staticmethod
+    def judge(drills: DrillFacts, service: str = "s") -> tuple[str, list[str]]:
+        found = verdicts([ServiceAvailability(service, "critical", 0.999, 1.0)],
+                         ResponderFacts(), [], [], [], drills=drills)[0]
+        return found.verdict, found.reasons
+
+    def test_no_drill_run_means_never_drilled(self) -> None:
+        assert self.judge(DrillFacts("d", missing="no drill run in d")) == (
+            "at risk", ["never drilled: no drill run in d"])
+
+    def test_every_planned_cell_must_pass(self) -> None:
+        run = drill_run(["s:container_stop", "s:container_kill", "s:disk_fill",
+                         "s:dependency_outage:db"],
+                        [cell("s:container_stop", "pass"),
+                         cell("s:container_kill", "late", reasons=("detect 61s > 45s",))],
+                        [{"key": "s:disk_fill", "service": "s", "fault": "disk_fill",
+                          "reason": "needs more than --max-fill"}])
+        assert self.judge(DrillFacts("d", matrix=build_matrix(run))) == ("at risk", [
+            "drill experiments without a pass: s:container_kill late: detect 61s > 45s; "
+            "s:dependency_outage:db never tested; "
+            "s:disk_fill not run: needs more than --max-fill"])
+
+    def test_a_missed_or_wrong_cell_blocks(self) -> None:
+        run = drill_run(["s:container_stop", "s:container_kill"],
+                        [cell("s:container_stop", "missed", reasons=("not healed",)),
+                         cell("s:container_kill", "wrong", reasons=("canary lost",))])
+        assert self.judge(DrillFacts("d", matrix=build_matrix(run))) == ("not ready", [
+            "drill s:container_stop missed: not healed",
+            "drill s:container_kill wrong: canary lost"])
+
+    def test_a_blind_spot_warns_the_services_it_touches(self) -> None:
+        run = drill_run(["s:container_stop"], [cell("s:container_stop", "pass")],
+                        blind_spots=[{"flow": "check-in", "key": "s:container_stop",
+                                      "failed_at": "login", "services": ["s"]}])
+        drills = DrillFacts("d", matrix=build_matrix(run), blind_spots=run["blind_spots"])
+        assert self.judge(drills)[1] == [
+            "blind spot: flow check-in failed at login during s:container_stop and no alert "
+            "fired"]
+
+    def test_an_open_incident_a_drill_caused_is_left_to_its_cell(self) -> None:
+        def incident(drill_id: str | None) -> IncidentFact:
+            return IncidentFact(9, "open", "s", ["s"], ["ServiceDown"], 100.0, None, 90.0,
+                                10.0, None, drill_id=drill_id)
+
+        def judge(drill_id: str | None) -> str:
+            return verdicts([ServiceAvailability("s", "critical", 0.999, 1.0)],
+                            ResponderFacts(incidents=[incident(drill_id)]), [], [], [],
+                            drills=DRILLED)[0].verdict
+
+        assert judge(None) == "not ready"
+        assert judge("drill-7") == "ready"
+
+    def test_a_service_with_no_planned_experiment_is_not_held_back(self) -> None:
+        assert self.judge(DRILLED, service="other") == ("ready", [])
+
+
+class TestCollectDrills:
+    """Reading drills/: an unreadable run is reported, never silently dropped."""
+
+    def test_a_corrupt_run_is_named_and_counts_as_never_drilled(self, tmp_path: Path) -> None:
+        bad = tmp_path / "drill-run-20261201T000000Z.json"
+        bad.write_text('{"kind": "drill-run", "version": 9}')
+        (tmp_path / "load-x-20261201T000000Z.json").write_text("[]")
+        drills = collect_drills(tmp_path)
+        assert drills.matrix is None
+        assert drills.missing == f"{bad}: drill run version 9 is not supported (this " \
+            "Monitoriza reads version 1)"
+        assert drills.load_errors == [f"{tmp_path / 'load-x-20261201T000000Z.json'}: not a "
+                                      "load drill result (expected an object)"]
+        assert TestDrillVerdicts.judge(drills)[1] == [f"never drilled: {drills.missing}"]
 
 
 class TestCharts:

@@ -30,6 +30,7 @@ from monitoriza.config.schema import Config
 from monitoriza.exceptions import MonitorizaError
 from monitoriza.healing import repository
 from monitoriza.healing.correlation import AlertSummary
+from monitoriza.report.drills import collect_drills
 from monitoriza.report.model import (
     DEFAULT_HORIZON,
     ActionFact,
@@ -124,8 +125,9 @@ def _seconds(duration: float) -> str:
 
 
 def collect(config: Config, reader: PrometheusReader, since: float, progress: Progress,
-            now: float | None = None) -> Facts:
-    """Every fact of the report for the ``since`` seconds ending at ``now``."""
+            now: float | None = None, *, drills_dir: Path) -> Facts:
+    """Every fact of the report for the ``since`` seconds ending at ``now``; the drill
+    results are read from ``drills_dir``."""
     end = time.time() if now is None else now
     start = end - since
     window = _seconds(since)
@@ -183,10 +185,14 @@ def collect(config: Config, reader: PrometheusReader, since: float, progress: Pr
     with progress.section("responder store"):
         responder = collect_responder(config, start, end)
 
+    with progress.section("drill results"):
+        drills = collect_drills(drills_dir)
+
     return Facts(start=start, end=end, prometheus_url=reader.url, availability=availability,
                  responder=responder, time_to_failure=ttf, stale_probes=stale,
                  unknown_components=unknown,
-                 verdicts=verdicts(availability, responder, ttf, stale, unknown))
+                 verdicts=verdicts(availability, responder, ttf, stale, unknown, drills=drills),
+                 drills=drills)
 
 
 def _open_store(url: str) -> Engine | str:

@@ -9,7 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from html import escape
 
+from monitoriza.drill.matrix import counts_text
+from monitoriza.drill.matrix_html import STYLE as MATRIX_STYLE
+from monitoriza.drill.matrix_html import blind_spots_section, legend, loads_section, matrix_table
 from monitoriza.report.model import (
+    DrillFacts,
     Facts,
     ServiceAvailability,
     human_duration,
@@ -58,6 +62,32 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *,
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def drills_section(drills: DrillFacts) -> str:
+    """The latest drill run's fault-coverage matrix, its blind spots, and the latest load
+    drill of each flow."""
+    parts = ["<h2>Fire drills</h2>"]
+    if drills.matrix is None:
+        parts.append(f'<p class="bad">no drill run to judge by: {escape(drills.missing or "")}'
+                     "; every service is at risk until drilled</p>")
+    else:
+        page = f" (each experiment's stages: {drills.page_file})" if drills.page_file else ""
+        parts.append(
+            f'<p class="meta">latest run {escape(drills.drill_id or "")}: '
+            f"{escape(iso(drills.started_at) or '?')} → {escape(iso(drills.finished_at) or '?')}"
+            f", {escape(drills.run_file or '')}{escape(page)}</p>"
+            f"<p><b>{escape(counts_text(drills.matrix))}</b>. Times are seconds after the "
+            "fault was injected.</p>")
+        parts.append(matrix_table(drills.matrix, link=False))
+        parts.append("<details><summary>What the states mean</summary>"
+                     f"{legend()}</details>")
+        parts.append("<h3>Blind spots</h3>")
+        parts.append(blind_spots_section(drills.blind_spots))
+    parts.append("<h3>Load and SLOs per flow</h3>")
+    parts.append(loads_section(drills.loads))
+    parts.extend(f'<p class="bad">{escape(error)}</p>' for error in drills.load_errors)
+    return "".join(parts)
+
+
 def render_html(facts: Facts) -> str:
     """The report page for ``facts``."""
     responder = facts.responder
@@ -65,7 +95,7 @@ def render_html(facts: Facts) -> str:
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<title>Monitoriza readiness report</title>",
-        f"<style>{STYLE}</style></head><body>",
+        f"<style>{STYLE}{MATRIX_STYLE}</style></head><body>",
         "<h1>Monitoriza readiness report</h1>",
         f'<p class="meta">{escape(iso(facts.start))} → {escape(iso(facts.end))} '
         f"({escape(human_duration(facts.end - facts.start))}), Prometheus "
@@ -75,6 +105,7 @@ def render_html(facts: Facts) -> str:
                [[v.service, v.verdict, "; ".join(v.reasons) or "—"] for v in facts.verdicts],
                classes=[v.verdict.replace(" ", "-") for v in facts.verdicts],
                empty="no services"),
+        drills_section(facts.drills),
         "<h2>Availability</h2>",
         "<p>Share of the period's minutes in which every probe of the service succeeded.</p>",
         _table(["service", "tier", "availability", "target", "met"],
@@ -92,11 +123,12 @@ def render_html(facts: Facts) -> str:
     else:
         parts.append(_table(
             ["#", "root service", "services", "alerts", "state", "first alert", "opened",
-             "time to detect", "resolved", "time to recover"],
+             "time to detect", "resolved", "time to recover", "caused by"],
             [[str(i.id), i.root_service or "—", ", ".join(i.services), ", ".join(i.alertnames),
               i.state, iso(i.first_alert_at) or "—", iso(i.opened_at),
               human_duration(i.time_to_detect), iso(i.resolved_at) or "—",
-              human_duration(i.time_to_recover)] for i in responder.incidents],
+              human_duration(i.time_to_recover),
+              f"drill {i.drill_id}" if i.drill_id else "—"] for i in responder.incidents],
             numeric=frozenset({0, 7, 9}), empty="no incidents in the period"))
     parts.append("<h2>Healing</h2>")
     if no_data:

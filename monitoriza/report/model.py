@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from monitoriza.drill.matrix import Entry, LoadSummary, Matrix
+
 # Availability targets per tier, as ratios (docs/report.md).
 TARGETS: Mapping[str, float] = {"critical": 0.999, "standard": 0.995}
 # A probe whose last success was longer ago than this, at some moment of the period, was a
@@ -59,6 +61,7 @@ class IncidentFact:
     first_alert_at: float | None  # the earliest startsAt of its alerts
     time_to_detect: float | None  # opened_at - first_alert_at
     time_to_recover: float | None  # resolved_at - opened_at; None while open
+    drill_id: str | None = None  # the fire drill that caused it (its cell judges it)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,36 @@ class UnknownComponent:
 
 
 @dataclass(frozen=True)
+class DrillFacts:
+    """The latest drill run and the latest load drill of each flow, from the ``drills/``
+    directory beside the configuration. ``missing`` says why there is no run to judge by
+    (none found, or its file unreadable); ``load_errors`` name load files that could not be
+    read (each flow's other results are still shown)."""
+
+    directory: str
+    missing: str | None = None
+    run_file: str | None = None
+    page_file: str | None = None  # the run's HTML page, when it is there
+    drill_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    matrix: Matrix | None = None
+    blind_spots: list[dict[str, Any]] = field(default_factory=list)
+    loads: list[LoadSummary] = field(default_factory=list)
+    load_errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"directory": self.directory, "missing": self.missing,
+                "run_file": self.run_file, "page_file": self.page_file,
+                "drill_id": self.drill_id,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "matrix": self.matrix.as_data() if self.matrix is not None else None,
+                "blind_spots": self.blind_spots,
+                "loads": [asdict(load) for load in self.loads],
+                "load_errors": self.load_errors}
+
+
+@dataclass(frozen=True)
 class Verdict:
     """One service's readiness, with the reasons for it (empty when ready)."""
 
@@ -180,10 +213,12 @@ class Facts:
     stale_probes: list[StaleProbe]
     unknown_components: list[UnknownComponent]
     verdicts: list[Verdict]
+    drills: DrillFacts
 
     def to_json(self) -> dict[str, Any]:
         """The facts as plain JSON values (times as unix seconds, ratios in 0..1)."""
         data = asdict(self)
+        data["drills"] = self.drills.to_json()
         data["start_iso"] = iso(self.start)
         data["end_iso"] = iso(self.end)
         return data
@@ -243,7 +278,8 @@ def incident_fact(row: Mapping[str, Any], alerts: Mapping[str, Mapping[str, Any]
         services=services, alertnames=names, opened_at=opened, resolved_at=resolved,
         first_alert_at=first,
         time_to_detect=None if first is None else max(0.0, opened - first),
-        time_to_recover=None if resolved is None else max(0.0, resolved - opened))
+        time_to_recover=None if resolved is None else max(0.0, resolved - opened),
+        drill_id=str(row["drill_id"]) if row.get("drill_id") else None)
 
 
 def healing_summaries(actions: Iterable[ActionFact]) -> list[HealingSummary]:
@@ -328,7 +364,9 @@ def _blocking(entry: ServiceAvailability, responder: ResponderFacts) -> list[str
         reasons.append(f"availability {percent(entry.availability)} below the "
                        f"{percent(entry.target, 1)} target of the {entry.tier} tier")
     for incident in responder.incidents:
-        if incident.state != "resolved" and service in _incident_services(incident):
+        # A drill's incident is judged by its matrix cell (healed in time or not), not here.
+        if incident.state != "resolved" and incident.drill_id is None \
+                and service in _incident_services(incident):
             reasons.append(f"incident #{incident.id} {incident.state} since "
                            f"{iso(incident.opened_at)}, not healed")
     for breaker in responder.breakers_now:
@@ -364,19 +402,52 @@ def _warnings(entry: ServiceAvailability, responder: ResponderFacts,
     return reasons
 
 
+def _entry_text(entry: Entry) -> str:
+    reason = f": {entry.reasons[0]}" if entry.reasons else ""
+    return f"{entry.key} {entry.state}{reason}"
+
+
+def drill_reasons(service: str, drills: DrillFacts) -> tuple[list[str], list[str]]:
+    """What the latest drill run says against ``service``: (blocking, warnings).
+
+    Blocking: a planned experiment ``missed`` or ``wrong`` (the fault went unheard, was
+    routed or blamed wrongly, or lost data). Warnings: no drill run at all, and every other
+    planned experiment without a pass (late, aborted, not run, never tested), named in one
+    line; a blind spot (a flow broke during a fault with no alert) touching the service."""
+    if drills.matrix is None:
+        return [], [f"never drilled: {drills.missing or 'no drill run'}"]
+    unproven = drills.matrix.without_pass(service)
+    blocking = [f"drill {_entry_text(entry)}" for entry in unproven
+                if entry.state in ("missed", "wrong")]
+    rest = [entry for entry in unproven if entry.state not in ("missed", "wrong")]
+    warnings = []
+    if rest:
+        warnings.append("drill experiments without a pass: "
+                        + "; ".join(_entry_text(entry) for entry in rest))
+    warnings.extend(f"blind spot: flow {spot.get('flow')} failed at {spot.get('failed_at')} "
+                    f"during {spot.get('key')} and no alert fired"
+                    for spot in drills.blind_spots if service in (spot.get("services") or ()))
+    return blocking, warnings
+
+
 def verdicts(availability: Sequence[ServiceAvailability], responder: ResponderFacts,
              time_to_failure: Sequence[TimeToFailure], stale: Sequence[StaleProbe],
-             unknown: Sequence[UnknownComponent]) -> list[Verdict]:
+             unknown: Sequence[UnknownComponent], *, drills: DrillFacts) -> list[Verdict]:
     """Each service's verdict: *not ready* if any blocking reason holds, else *at risk* if any
     warning holds, else *ready*. Blocking: availability below its tier's target, an incident
-    rooted at it still unresolved, a breaker of it open or half-open now. Warnings: no probe
-    data, a component reported unknown, a probe stale longer than ``STALE_AFTER``, a healing
-    success ratio below ``MIN_HEALING_SUCCESS``, a finite time to failure within its
-    forecast's horizon. A not-ready verdict lists the warnings too."""
+    rooted at it still unresolved (not one a drill caused), a breaker of it open or half-open
+    now, a drill experiment of it missed or wrong. Warnings: no probe data, a component
+    reported unknown, a probe stale longer than ``STALE_AFTER``, a healing success ratio below
+    ``MIN_HEALING_SUCCESS``, a finite time to failure within its forecast's horizon, no drill
+    run, a planned drill experiment of it without a pass, a blind spot touching it (see
+    :func:`drill_reasons`: "not tested" is not "ready"). A not-ready verdict lists the
+    warnings too."""
     result = []
     for entry in sorted(availability, key=lambda item: item.service):
-        blocking = _blocking(entry, responder)
-        warnings = _warnings(entry, responder, time_to_failure, stale, unknown)
+        drill_blocking, drill_warnings = drill_reasons(entry.service, drills)
+        blocking = _blocking(entry, responder) + drill_blocking
+        warnings = _warnings(entry, responder, time_to_failure, stale, unknown) \
+            + drill_warnings
         if blocking:
             result.append(Verdict(entry.service, "not ready", blocking + warnings))
         elif warnings:

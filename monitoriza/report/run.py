@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import TextIO
 
 from monitoriza.config import load_config
+from monitoriza.drill.matrix import counts_text
 from monitoriza.exceptions import MonitorizaError
 from monitoriza.report.collect import Progress, PrometheusReader, ReportError, collect
+from monitoriza.report.drills import drills_directory
 from monitoriza.report.html import render_html
+from monitoriza.report.model import DrillFacts
 
 FORMATS = ("html", "json")
 
@@ -34,7 +37,8 @@ def report_command(config: Path, since: float, *, out: Path | None, output_forma
         return 1
     url = prometheus_url or str(loaded.exporter.prometheus_url)
     try:
-        facts = collect(loaded, PrometheusReader(url), since, Progress(progress))
+        facts = collect(loaded, PrometheusReader(url), since, Progress(progress),
+                        drills_dir=drills_directory(config))
     except ReportError as exc:
         progress.write(f"report: error: {exc}\n")
         return 1
@@ -48,7 +52,25 @@ def report_command(config: Path, since: float, *, out: Path | None, output_forma
     else:
         target.write_text(text, encoding="utf-8")
         progress.write(f"report: wrote {target}\n")
+    for line in drill_summary(facts.drills):
+        progress.write(f"report: {line}\n")
     counts = {name: sum(1 for v in facts.verdicts if v.verdict == name)
               for name in ("ready", "at risk", "not ready")}
     progress.write("report: " + ", ".join(f"{n} {name}" for name, n in counts.items()) + "\n")
     return 0
+
+
+def drill_summary(drills: DrillFacts) -> list[str]:
+    """The drill and load results in a few lines for the terminal."""
+    if drills.matrix is None:
+        lines = [f"drills: {drills.missing}"]
+    else:
+        lines = [f"drills: latest run {drills.drill_id} ({drills.run_file}): "
+                 f"{counts_text(drills.matrix)}"]
+        lines.extend(f"drills: {entry.key} {entry.state}" for entry in drills.matrix.entries()
+                     if entry.state != "pass")
+    for load in drills.loads:
+        lines.append(f"load {load.flow}: SLO {load.slo_text()}, {load.achieved_rate:.2f}/s of "
+                     f"{load.target_rate:g}/s, {load.failed_runs} of {load.runs} runs failed")
+    lines.extend(f"load: {error}" for error in drills.load_errors)
+    return lines
