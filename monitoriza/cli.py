@@ -15,11 +15,12 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__
+from monitoriza.argtypes import duration, positive_float, positive_int
 from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import Config, ListenAddress
-from monitoriza.durations import parse_duration
-from monitoriza.exceptions import ConfigError, DurationError
+from monitoriza.exceptions import ConfigError
+from monitoriza.drill.cli import add_drill_commands
 from monitoriza.exporter.app import serve
 from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
 from monitoriza.lint import default_alertmanager_file
@@ -111,12 +112,6 @@ def cmd_forecast_backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _duration(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
 
 def cmd_rules_render(args: argparse.Namespace) -> int:
     try:
@@ -151,30 +146,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
                         sys.stdout, output_format=args.format)
 
 
-def cmd_drill_plan(args: argparse.Namespace) -> int:
-    from monitoriza.drill.commands import plan_command  # noqa: PLC0415 - only this command
 
-    return plan_command(args.config, args.alertmanager, args.rules, args.prometheus_config,
-                        out=sys.stdout, err=sys.stderr, as_json=args.json)
-
-
-def cmd_drill_load(args: argparse.Namespace) -> int:
-    # Never imports Locust here: the load runs in a child process (see monitoriza.drill.load).
-    from monitoriza.drill.load import LoadOptions, load_command  # noqa: PLC0415
-
-    options = LoadOptions(args.config, args.flow, args.users, args.rate, args.duration,
-                          slo=args.slo, out=args.out, as_json=args.json)
-    return load_command(options, out=sys.stdout, err=sys.stderr)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return number
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
@@ -205,15 +177,6 @@ def cmd_demo_fault(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     return EXIT_OK
 
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fail unless the key in use has this fingerprint (SHA256:...)")
     verify.add_argument("--prometheus", metavar="URL",
                         help="compare the chain with the heads this Prometheus scraped")
-    verify.add_argument("--prometheus-lookback", type=_duration, default=30 * 86400.0,
+    verify.add_argument("--prometheus-lookback", type=duration, default=30 * 86400.0,
                         metavar="DURATION", help="how far back to read (default 30d)")
     verify.add_argument("--prometheus-selector", default="", metavar="MATCHERS",
                         help='label matchers for the responder\'s series, e.g. job="responder"')
@@ -272,10 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--csv", type=Path, required=True, metavar="FILE")
     backtest.add_argument("--threshold", type=float, required=True)
     backtest.add_argument("--direction", choices=["above", "below"], required=True)
-    backtest.add_argument("--horizon", type=_duration, required=True, metavar="DURATION")
-    backtest.add_argument("--step", type=_duration, metavar="DURATION",
+    backtest.add_argument("--horizon", type=duration, required=True, metavar="DURATION")
+    backtest.add_argument("--step", type=duration, metavar="DURATION",
                           help="time between forecasts (default: a sixth of the window)")
-    backtest.add_argument("--window", type=_duration, default=21600.0, metavar="DURATION",
+    backtest.add_argument("--window", type=duration, default=21600.0, metavar="DURATION",
                           help="history each forecast sees (default 6h)")
     backtest.add_argument("--json", action="store_true", help="one JSON object per line")
     backtest.set_defaults(handler=cmd_forecast_backtest)
@@ -284,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     render = rules_commands.add_parser(
         "render", help="write copies of the rules with every duration scaled")
-    render.add_argument("--time-scale", type=_positive_float, required=True, metavar="X",
+    render.add_argument("--time-scale", type=positive_float, required=True, metavar="X",
                         help="multiply every duration by X (0.02 turns 5m into 6s)")
     render.add_argument("--out", type=Path, required=True, metavar="DIR")
     render.add_argument("--rules", type=Path, default=default_rules_dir(), metavar="DIR",
@@ -295,48 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_journal_commands(commands)
     return parser
 
-
-def _add_drill_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``drill plan`` and ``drill load`` (``run`` and ``export`` will join them)."""
-    from monitoriza.drill.commands import default_prometheus_file  # noqa: PLC0415
-
-    drill = commands.add_parser("drill", help="fire drills: prove every fault is detected, "
-                                              "routed and healed in time")
-    drill_commands = drill.add_subparsers(dest="drill_command", required=True,
-                                          metavar="COMMAND")
-    plan = drill_commands.add_parser(
-        "plan", help="the fault matrix: expected alerts, receivers, root cause, playbook and "
-                     "deadlines per service and fault (injects nothing)")
-    plan.add_argument("--config", type=Path, required=True, metavar="FILE")
-    plan.add_argument("--alertmanager", type=Path, default=default_alertmanager_file(),
-                      metavar="FILE", help="Alertmanager configuration (default: %(default)s)")
-    plan.add_argument("--rules", type=Path, default=default_rules_dir(), metavar="DIR",
-                      help="Prometheus rule files (default: %(default)s)")
-    plan.add_argument("--prometheus-config", type=Path, default=default_prometheus_file(),
-                      metavar="FILE", help="Prometheus configuration, for the scrape and "
-                                           "evaluation intervals (default: %(default)s)")
-    plan.add_argument("--json", action="store_true", help="the whole matrix as JSON")
-    plan.set_defaults(handler=cmd_drill_plan)
-
-    load = drill_commands.add_parser(
-        "load", help="drive one flow at a fixed rate with Locust: per-step requests, failures "
-                     "and percentiles; exit 1 when an SLO is missed")
-    load.add_argument("--config", type=Path, required=True, metavar="FILE")
-    load.add_argument("--flow", required=True, metavar="NAME", help="a flow of the configuration")
-    load.add_argument("--users", type=_positive_int, required=True, metavar="N",
-                      help="concurrent simulated users")
-    load.add_argument("--rate", type=_positive_float, required=True, metavar="R",
-                      help="flow runs per second, across all users")
-    load.add_argument("--duration", type=_duration, required=True, metavar="DURATION",
-                      help="how long to drive it, e.g. 30s or 5m")
-    load.add_argument("--slo", metavar="OBJECTIVES",
-                      help="e.g. p95=300ms,errors=1%%: p50/p95/p99 bound every step, errors "
-                           "the share of failed flow runs")
-    load.add_argument("--out", type=Path, metavar="FILE",
-                      help="where to store the results as JSON (default: "
-                           "drills/load-FLOW-TIME.json beside the configuration)")
-    load.add_argument("--json", action="store_true", help="print the results as JSON")
-    load.set_defaults(handler=cmd_drill_load)
 
 
 def _add_journal_commands(
@@ -369,7 +290,7 @@ def _add_readiness_commands(
         "report", help="a reliability report (HTML or JSON) from Prometheus and the "
                        "responder's store, with a verdict per service")
     report.add_argument("--config", type=Path, required=True, metavar="FILE")
-    report.add_argument("--since", type=_duration, default=7 * 86400.0, metavar="DURATION",
+    report.add_argument("--since", type=duration, default=7 * 86400.0, metavar="DURATION",
                         help="the period reported (default 7d)")
     report.add_argument("--out", type=Path, metavar="FILE",
                         help="where to write it (default report.html or report.json; - for "
@@ -391,7 +312,7 @@ def _add_readiness_commands(
                       help="also report components Prometheus sees as unknown")
     lint.add_argument("--format", choices=["text", "json"], default="text")
     lint.set_defaults(handler=cmd_lint)
-    _add_drill_commands(commands)
+    add_drill_commands(commands)
 
 
 def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -406,7 +327,7 @@ def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
                     help="generated files, stores and logs (default: %(default)s)")
     up.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT, metavar="PORT",
                     help="Prometheus's port; the others follow it (default: %(default)s)")
-    up.add_argument("--time-scale", type=_positive_float, metavar="X",
+    up.add_argument("--time-scale", type=positive_float, metavar="X",
                     help="multiply every rule and Alertmanager timer by X "
                          "(default: 1, or 0.05 with --demo)")
     up.add_argument("--docker-host", metavar="URL",

@@ -34,7 +34,7 @@ EXAMPLE = ROOT / "examples" / "conecta-plus.yml"
 TOKEN = "wheel-test-token"
 # Imported only by dev tools or the benchmarks: a production install must work without them.
 # (pytest is not among them: Locust, a runtime dependency for `drill load`, requires it.)
-DEV_ONLY = ("matplotlib", "hypothesis", "mypy", "schemathesis", "ruff")
+DEV_ONLY = ("matplotlib", "hypothesis", "mypy", "schemathesis", "ruff", "chaostoolkit")
 
 
 # Runs ``monitoriza CMD --help`` for each command given (JSON) and prints {cmd: [exit, stdout]}.

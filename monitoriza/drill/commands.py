@@ -57,24 +57,29 @@ def load_plan(config_path: Path, alertmanager: Path, rules: Path, prometheus: Pa
     return build_plan(config, alertmanager_config, alert_rules, timers, str(alertmanager))
 
 
+PLAN_INPUT_ERRORS = (ConfigError, LintInputError, PlanInputError, RoutingError)
+
+
+def plan_error_lines(exc: Exception, config_path: Path, alertmanager: Path) -> list[str]:
+    """One line per problem of an input the plan could not read (one of PLAN_INPUT_ERRORS),
+    each naming its file."""
+    if isinstance(exc, ConfigError):
+        return [f"{config_path}: {message}" for message in exc.messages]
+    if isinstance(exc, LintInputError):
+        return list(exc.messages)
+    if isinstance(exc, RoutingError):
+        return [f"{alertmanager}: {exc}"]
+    return [str(exc)]
+
+
 def plan_command(config_path: Path, alertmanager: Path, rules: Path, prometheus: Path, *,
                  out: TextIO, err: TextIO, as_json: bool = False) -> int:
     """Print the plan to ``out``; problems go to ``err``, one line each."""
     try:
         plan = load_plan(config_path, alertmanager, rules, prometheus)
-    except ConfigError as exc:
-        for message in exc.messages:
-            err.write(f"{config_path}: {message}\n")
-        return EXIT_BAD_INPUT
-    except LintInputError as exc:
-        for message in exc.messages:
-            err.write(f"{message}\n")
-        return EXIT_BAD_INPUT
-    except PlanInputError as exc:
-        err.write(f"{exc}\n")
-        return EXIT_BAD_INPUT
-    except RoutingError as exc:
-        err.write(f"{alertmanager}: {exc}\n")
+    except PLAN_INPUT_ERRORS as exc:
+        for line in plan_error_lines(exc, config_path, alertmanager):
+            err.write(f"{line}\n")
         return EXIT_BAD_INPUT
     if as_json:
         json.dump(plan.as_data(), out, indent=2)
