@@ -151,8 +151,12 @@ incidents = Table(
     # Stores of earlier releases kept every alert here as JSON; alerts are now rows of
     # ``incident_alerts`` (writing the whole list per alert made an alert storm quadratic).
     Column("alerts", Text, nullable=False, server_default="{}"),
+    # The fire drill whose window was open, over some of its services, when it opened
+    # (monitoriza.healing.drill_windows); nullable: added in place to earlier stores.
+    Column("drill_id", _string(64)),
 )
 Index("incidents_state", incidents.c.state)
+Index("incidents_drill_id", incidents.c.drill_id, incidents.c.id)
 # Incidents resolved within the recovery cool-down are read for every alert.
 Index("incidents_state_resolved_at", incidents.c.state, incidents.c.resolved_at)
 
@@ -229,6 +233,34 @@ memory = Table(
     Column("failures", Integer, nullable=False, server_default="0"),
     Column("updated_at", Float, nullable=False),
 )
+
+# Fire-drill events as the drill reported them (``POST /api/v1/drills/events``), one row per
+# client-chosen event id, so that a retried POST appends nothing and answers the same.
+drill_events = Table(
+    "drill_events", metadata,
+    Column("event_id", _string(256), primary_key=True),
+    Column("drill_id", _string(64), nullable=False),
+    Column("event", _string(16), nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+    Column("document", Text, nullable=False),  # the stored event as answered, JSON
+)
+
+# Drill windows: opened by a drill's ``start`` event (keyed by its event id), closed by its
+# ``end`` or ``abort``, or by ``expires_at`` passing; incidents opened inside one over its
+# services are the drill's.
+drill_windows = Table(
+    "drill_windows", metadata,
+    Column("event_id", _string(256), primary_key=True),
+    Column("drill_id", _string(64), nullable=False),
+    Column("experiment", _string(200), nullable=False),
+    Column("services", Text, nullable=False),  # JSON list of service names
+    Column("started_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("ended_by", _string(16)),  # end or abort
+)
+Index("drill_windows_expires_at", drill_windows.c.expires_at)
 
 settings = Table(
     "settings", metadata,

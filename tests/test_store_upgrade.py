@@ -14,6 +14,8 @@ import pytest
 
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import Config, config_from_data
+from monitoriza.responder.app import create_app
+from monitoriza.responder.state import responder_of
 from monitoriza.store import add_missing_columns, add_missing_indexes, create_store
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-edf6060"
@@ -78,3 +80,20 @@ class TestUpgradeInPlace:
         assert result.ok, result.reason
         assert result.head_seq == 8
         assert result.checkpoints >= 1
+
+    def test_incidents_gain_their_drill(self, old_store: Path) -> None:
+        """Opening adds incidents.drill_id (the old open incident is no drill's) and the
+        drill tables; the responder's incidents API then answers ``"drill": null``."""
+        database = old_store / "responder.db"
+        assert "drill_id" not in columns(database, "incidents")
+        config = config_for(old_store)
+        app = create_app(config, token="t", start_worker=False)
+        try:
+            assert "drill_id" in columns(database, "incidents")
+            assert {"event_id", "expires_at", "ended_at"} <= columns(database, "drill_windows")
+            response = app.test_client().get("/api/v1/incidents",
+                                             headers={"Authorization": "Bearer t"})
+            assert [(found["root_cause"]["service"], found["drill"])
+                    for found in response.get_json()["incidents"]] == [("redis", None)]
+        finally:
+            responder_of(app).journal.engine.dispose()

@@ -423,6 +423,7 @@ class Incident:
     root_cause: RootCause | None = None
     risk: str = "low"
     signature: str = ""
+    drill_id: str | None = None  # the fire drill it belongs to (healing.drill_windows)
 
     def firing_count(self) -> int:
         """How many of its alerts fire (their latest event is firing)."""

@@ -19,6 +19,7 @@ from monitoriza.config.schema import Config, Playbook
 from monitoriza.healing import repository
 from monitoriza.healing.budget import budget_key, record_healthy
 from monitoriza.healing.correlation import AlertEvent, Incident, Topology, correlate, is_symptom
+from monitoriza.healing.drill_windows import drill_of
 from monitoriza.healing.memory import Outcomes, rank
 from monitoriza.healing.policy import (
     SELF_RAISED_LABEL,
@@ -54,7 +55,8 @@ def incident_summary(incident: Incident, event: AlertEvent) -> dict[str, object]
                 "service": cause.service, "component": cause.component, "kind": cause.kind},
             "reasoning": list(cause.reasoning) if cause else [],
             "alert": event.fingerprint, "firing": incident.summary.count("firing"),
-            "resolved": incident.summary.count("resolved")}
+            "resolved": incident.summary.count("resolved"),
+            **({"drill": incident.drill_id} if incident.drill_id is not None else {})}
 
 
 class HealingProcessor:
@@ -95,6 +97,9 @@ class HealingProcessor:
         if result is None:
             return outcome  # a resolution of an alert in no open incident, or a stale repeat
         incident = result.incident
+        if incident.drill_id is None and event.status == "firing" and not result.after_effect:
+            # Firing alerts alone bring services in; an after-effect's incident is told.
+            incident.drill_id = drill_of(conn, incident)
         repository.save_alert(conn, repository.save_incident(conn, incident, now), event,
                               held=result.previous is not None)
         kind = ("incident.opened" if result.created

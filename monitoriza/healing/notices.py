@@ -6,7 +6,8 @@ responder) and groups it by ``incident``: the team channel gets the notice when 
 reaches P3 and again when it escalates to P2, the on-call channel when it reaches P2, and
 each gets one resolution when the responder ends the notices (see docs/alerting.md). The
 notices carry no ``service`` label, so the per-service inhibition rules never hide them (an
-inhibited alert that resolves is never reported resolved).
+inhibited alert that resolves is never reported resolved). An incident of a fire drill
+(``Incident.drill_id``) has a ``drill`` annotation and its summary starts ``[drill ID]``.
 
 :func:`notice_alerts` is pure; :class:`NoticeSender` posts from a background thread, so an
 Alertmanager outage never blocks the journal worker.
@@ -76,7 +77,9 @@ def notice_alerts(incident: Incident, levels: Sequence[str], *, now: float,
         raise ValueError("an incident is noticed once saved (it needs its id)")
     root = root_text(incident)
     others = symptoms(incident)
-    summary = f"Incident #{incident.id}: {root}" + (
+    # A drill's incident says so first: whoever hears it must not mistake it for an outage.
+    drill = f"[drill {incident.drill_id}] " if incident.drill_id is not None else ""
+    summary = f"{drill}Incident #{incident.id}: {root}" + (
         f"; symptoms: {', '.join(others)}" if others else "")
     cause = incident.root_cause
     lines = list(cause.reasoning) if cause else []
@@ -85,7 +88,8 @@ def notice_alerts(incident: Incident, levels: Sequence[str], *, now: float,
     annotations: Mapping[str, str] = {
         "summary": summary, "description": ". ".join(lines),
         "root_cause": root, "symptoms": ", ".join(others), "risk": incident.risk,
-        "runbook_url": RUNBOOK}
+        "runbook_url": RUNBOOK,
+        **({"drill": incident.drill_id} if incident.drill_id is not None else {})}
     return [{"labels": {"alertname": NOTICE_ALERTNAME, "incident": str(incident.id),
                         "severity": level, "root_cause": cause.service if cause else "",
                         # Should a route ever send it to the responder, it is never healed.

@@ -190,7 +190,8 @@ class IncidentNotifier:
             incident_id=incident.id,
             fields={"risk": incident.risk, "alerts": str(incident.firing_count()),
                     "signature": incident.signature,
-                    **({"symptoms": ", ".join(others)} if others else {})}))
+                    **({"symptoms": ", ".join(others)} if others else {}),
+                    **({"drill": incident.drill_id} if incident.drill_id is not None else {})}))
 
     def outcome(self, outcome: HealOutcome) -> None:
         if outcome.outcome == "skipped":

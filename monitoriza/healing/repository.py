@@ -147,7 +147,7 @@ def incident_from_row(row: Any, summary: AlertSummary) -> Incident:
         cause = RootCause(row.root_service, row.root_component, row.root_kind,
                           tuple(json.loads(row.reasoning)))
     return Incident(row.id, row.state, row.opened_at, row.resolved_at, summary, cause,
-                    row.risk, row.signature)
+                    row.risk, row.signature, row.drill_id)
 
 
 _OPEN = (select(*_SUMMARY_COLUMNS, incident_summaries.c.tallies)
@@ -235,6 +235,7 @@ def save_incident(conn: Connection, incident: Incident, now: float) -> int:
         "root_kind": cause.kind if cause else None,
         "reasoning": json.dumps(list(cause.reasoning) if cause else []),
         "risk": incident.risk, "signature": incident.signature,
+        "drill_id": incident.drill_id,
     }
     if incident.id is None:
         # Stores of earlier releases have no default for ``alerts``: the empty object is

@@ -4,10 +4,10 @@
 processor, ``monitoriza.healing.decide.HealingProcessor``, correlates alerts and queues
 healing), the healer, chat and escalation into one app. Blueprints add the
 endpoints: intake (``POST /api/v1/alerts``), audit (``/api/v1/audit``), the healing API
-(incidents, operational memory, the kill switch), dead letters, and operations (health,
-readiness, metrics, OpenAPI). Every blueprint but operations is guarded by the one bearer-token
-check of :mod:`monitoriza.responder.auth`. Tests pass ``start_worker=False`` and drive the
-worker and the healer themselves.
+(incidents, operational memory, the kill switch), dead letters, fire drills
+(``/api/v1/drills``), and operations (health, readiness, metrics, OpenAPI). Every blueprint
+but operations is guarded by the one bearer-token check of :mod:`monitoriza.responder.auth`.
+Tests pass ``start_worker=False`` and drive the worker and the healer themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from monitoriza.healing.metrics import HealingCollector
 from monitoriza.healing.notices import NoticeSender
 from monitoriza.healing.notify import Escalator, IncidentNotifier
 from monitoriza.pipeline import JournalRow
-from monitoriza.responder import audit_api, healing_api, intake, operations
+from monitoriza.responder import audit_api, drills, healing_api, intake, operations
 from monitoriza.responder.dead_letters import blueprint as dead_letters_api
 from monitoriza.responder.journal import Journal
 from monitoriza.responder.metrics import ResponderMetrics
@@ -104,6 +104,7 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     app.register_blueprint(operations.blueprint)
     app.register_blueprint(healing_api.blueprint)
     app.register_blueprint(dead_letters_api)
+    app.register_blueprint(drills.blueprint)
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> tuple[Any, int]:

@@ -17,6 +17,7 @@ from monitoriza.healing.correlation import AlertSummary
 from monitoriza.healing.healer import KILL_SWITCH_SETTING
 from monitoriza.healing.memory import Outcomes, success_ratio
 from monitoriza.responder.auth import protect
+from monitoriza.responder.drill_events import IDENTIFIER
 from monitoriza.responder.errors import error
 from monitoriza.responder.query import MAX_ID, integer_arg
 from monitoriza.responder.state import responder_of
@@ -47,27 +48,35 @@ def _incident(row: Any, summary: AlertSummary) -> dict[str, Any]:
         "alert_count": summary.count(), "firing_count": summary.count("firing"),
         "resolved_count": summary.count("resolved"), "services": list(summary.services()),
         "first_alert_at": summary.earliest(),
+        "drill": row.drill_id,
     }
 
 
 @blueprint.get("/api/v1/incidents")
 def list_incidents() -> tuple[Response, int]:
     """Newest first, ``limit`` at a time; ``after=ID`` continues below incident ``ID``
-    (``next_after`` of the previous page, null on the last one)."""
+    (``next_after`` of the previous page, null on the last one); ``drill=ID`` keeps the
+    incidents of that fire drill."""
     state = request.args.get("state")
     service = request.args.get("service")
+    drill = request.args.get("drill")
     limit = _limit()
     after = integer_arg("after", MAX_ID)
     if limit is None or state not in {None, "open", "healing", "resolved"}:
         return error(400, "bad request", "limit must be 1..1000 and state open|healing|resolved")
     if after is None:
         return error(400, "bad request", "after must be an incident id")
+    if drill is not None and not IDENTIFIER.fullmatch(drill):
+        return error(400, "bad request", "drill must be a drill id: 1 to 64 characters of "
+                                         "A-Z a-z 0-9 . _ : -")
     query = select(incidents).order_by(incidents.c.id.desc()).limit(limit)
     if state:
         query = query.where(incidents.c.state == state)
     if service:
         # No service name holds a NUL (the webhook refuses them); PostgreSQL could not compare.
         query = query.where(incidents.c.root_service == service.replace("\x00", "\ufffd"))
+    if drill is not None:
+        query = query.where(incidents.c.drill_id == drill)
     if after < MAX_ID:
         query = query.where(incidents.c.id < after)
     with reading(responder_of(current_app).journal.engine) as conn:
