@@ -162,8 +162,9 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _quiet_chaostoolkit() -> None:
-    """chaostoolkit-lib logs every activity at INFO; the drill prints its own lines."""
-    logging.getLogger("chaostoolkit").setLevel(logging.WARNING)
+    """chaostoolkit-lib logs every activity (and that rollbacks were requested); the drill prints
+    its own lines, and a failed activity is in its results."""
+    logging.getLogger("chaostoolkit").setLevel(logging.ERROR)
 
 
 class DrillRunner:
