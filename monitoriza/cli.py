@@ -15,12 +15,12 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__
-from monitoriza.argtypes import duration, positive_float, positive_int
+from monitoriza.argtypes import duration, positive_float
 from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import Config, ListenAddress
-from monitoriza.exceptions import ConfigError
 from monitoriza.drill.cli import add_drill_commands
+from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.app import serve
 from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
 from monitoriza.lint import default_alertmanager_file
@@ -338,10 +338,11 @@ def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     demo = commands.add_parser("demo", help="drive the demo started by monitoriza up --demo")
     demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="COMMAND")
     fault = demo_commands.add_parser(
-        "fault", help="inject a fault: down, slow, unknown-component, fill-disk; or clear")
+        "fault", help="inject a fault: down, slow, unknown-component, fill-disk, "
+                      "break-checkins; or clear")
     fault.add_argument("service", metavar="SERVICE")
     fault.add_argument("kind", metavar="KIND",
-                       help="down, slow, unknown-component, fill-disk or clear")
+                       help="down, slow, unknown-component, fill-disk, break-checkins or clear")
     fault.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, metavar="DIR")
     fault.set_defaults(handler=cmd_demo_fault)
     serve = demo_commands.add_parser("serve", help="serve the simulated services (monitoriza "
