@@ -355,6 +355,25 @@ class TestDemoServer:
         demo.fault("backend", "clear")
         assert abs(demo.disk("backend") - BASE_DISK_RATIO) <= DISK_NOISE + 1e-9
 
+    def test_break_checkins_fails_the_api_not_the_health(self, demo: Demo) -> None:
+        """``break-checkins``: check-ins answer 500 while /health stays UP and the probe
+        passes; ``clear`` makes check-ins work again."""
+        checkins = f"{demo.url('backend')}/api/checkins"
+        created = requests.post(checkins, json={"resident": "apt-101"}, timeout=5)
+        assert created.status_code == 201
+        checkin_id = created.json()["data"]["checkin"]["id"]
+        assert "answers 500 while /health stays green" in demo.fault("backend", "break-checkins")
+        assert requests.get(f"{checkins}/{checkin_id}", timeout=5).status_code == 500
+        assert requests.post(checkins, json={"resident": "apt-101"}, timeout=5).status_code == 500
+        assert demo.health("backend") == body("UP", database="UP", redis="UP")
+        outcome = create_http_probe(probe_spec(f"{demo.url('backend')}/health"))(
+            Deadline.after(2.0))
+        assert outcome.success, outcome.message
+        assert requests.get(f"{demo.url('frontend')}/api/checkins/{checkin_id}",
+                            timeout=5).status_code == 200  # only the faulty service fails
+        assert "cleared break-checkins" in demo.fault("backend", "clear")
+        assert requests.get(f"{checkins}/{checkin_id}", timeout=5).status_code == 200
+
     def test_metrics_pass_promtool(self, demo: Demo) -> None:
         """Prometheus accepts the demo's /metrics as it is."""
         result = promtool_check_metrics(demo.metrics("backend"))
@@ -468,11 +487,13 @@ class TestFaultCommand:
         with pytest.raises(DemoError, match=r"known services: backend, frontend, redis, "
                                             r"guardian-recorder"):
             apply_fault(tmp_path, "backnd", "down")
-        with pytest.raises(DemoError, match=r"choose from: down, slow, fill-disk, clear"):
+        with pytest.raises(DemoError,
+                           match=r"choose from: down, slow, fill-disk, break-checkins, clear"):
             apply_fault(tmp_path, "frontend", "unknown-component")
         with pytest.raises(DemoError, match=r"choose from: down, clear"):
-            apply_fault(tmp_path, "redis", "slow")
-        assert set(KINDS) == {"down", "slow", "unknown-component", "fill-disk", "clear"}
+            apply_fault(tmp_path, "redis", "break-checkins")
+        assert set(KINDS) == {"down", "slow", "unknown-component", "fill-disk",
+                              "break-checkins", "clear"}
 
     def test_repeat_and_clear_messages(self, tmp_path: Path) -> None:
         """Applying a fault twice, or clearing nothing, says so instead of failing."""

@@ -286,7 +286,7 @@ def exporter_with_flows(http_target: HttpTarget) -> Iterator[str]:
                  "expect_status": 201, "capture": {"id": "$.id"}},
                 {"name": "check", "url": http_target.url("/check/{id}"),
                  "assert": {"$.status": "checked_in"}}]},
-            "broken": {"interval": "1s", "timeout": "1s", "steps": [
+            "broken": {"interval": "1s", "timeout": "1s", "services": ["backend"], "steps": [
                 {"name": "first", "url": http_target.url("/broken")},
                 {"name": "second", "url": http_target.url("/start")}]},
         },
@@ -336,6 +336,24 @@ class TestExporter:
         # A flow is not a service: no probe series and no health score of its own.
         assert 'service="@flow"' not in text
         assert sample("monitoriza_probe_success", service="backend", probe="http") == 1.0
+        result = promtool_check_metrics(text)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_flows_count_in_the_health_of_their_services(self,
+                                                         exporter_with_flows: str) -> None:
+        """Each flow↔service pair is published; the backend's availability counts its probe
+        and both flows (one failing: 2/3), while its probe's own success stays 1, so rules
+        can still tell a flow failing behind green probes."""
+        url = exporter_with_flows
+        dimension = {"service": "backend", "dimension": "availability"}
+        assert wait_until(lambda: value(scrape(url), "monitoriza_health_dimension_score",
+                                        dimension) == pytest.approx(2 / 3), 10)
+        text = scrape(url)
+        for flow_name in ("checkin", "broken"):
+            assert value(text, "monitoriza_flow_service",
+                         {"flow": flow_name, "service": "backend"}) == 1.0
+        assert value(text, "monitoriza_probe_success",
+                     {"service": "backend", "probe": "http"}) == 1.0
         result = promtool_check_metrics(text)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -391,3 +409,15 @@ class TestDemoFlow:
         result = run_flow("resident-checkin", journey)
         assert [(s.name, s.ok, s.reason) for s in result.steps] == [
             ("check-in", True, None), ("confirm", False, "connection")]
+
+    def test_break_checkins_fails_confirm_with_a_500(self, demo_flow: tuple[Flow, Path]
+                                                     ) -> None:
+        """``break-checkins`` on the backend fails the confirm step with status 500 (the
+        backend's /health untouched); ``clear`` and the flow passes again."""
+        journey, run_dir = demo_flow
+        apply_fault(run_dir, "backend", "break-checkins")
+        result = run_flow("resident-checkin", journey)
+        assert [(s.name, s.ok, s.reason, s.status) for s in result.steps] == [
+            ("check-in", True, None, 201), ("confirm", False, "status", 500)]
+        apply_fault(run_dir, "backend", "clear")
+        assert run_flow("resident-checkin", journey).ok

@@ -10,7 +10,7 @@ from monitoriza.config import config_from_data
 from monitoriza.config.schema import Health, HttpProbe
 from monitoriza.exporter import health
 from monitoriza.exporter.probes.base import ProbeOutcome
-from monitoriza.exporter.state import ProbeJob, ProbeState
+from monitoriza.exporter.state import FLOW_SERVICE, ProbeJob, ProbeState
 
 SPEC = HttpProbe.model_validate({"kind": "http", "url": "http://127.0.0.1:1/"})
 
@@ -115,3 +115,60 @@ class TestScore:
         """Before any probe has run there is no score rather than a made-up 100."""
         config = config_from_data({"services": {"backend": {}}})
         assert health.estate_health(config, [])["backend"].score is None
+
+
+FLOW_CONFIG = {
+    "services": {"api-gateway": {}, "backend": {"depends_on": ["redis"]}, "redis": {},
+                 "frontend": {"depends_on": ["api-gateway"]}},
+    "flows": {"checkin": {"services": ["api-gateway", "backend"],
+                          "steps": [{"name": "s", "url": "http://127.0.0.1:1/"}]}},
+}
+
+
+def flow_state(config_data: Mapping[str, object], *, ok: bool,
+               recent: tuple[bool, ...]) -> ProbeState:
+    """The state of the ``checkin`` flow as the scheduler keeps it (kind ``flow``)."""
+    flow = config_from_data(dict(config_data)).flows["checkin"]
+    outcome = ProbeOutcome(success=ok, failure_reason=None if ok else "status",
+                           latency_seconds=9.0)
+    job = ProbeJob(FLOW_SERVICE, "checkin", "flow", 2.0, 2.0, flow)
+    return ProbeState(job, outcome, 9.0, 1000.0, 1000.0 if ok else None, recent)
+
+
+class TestFlows:
+    """A flow counts as one more probe of each service it lists (docs/health-score.md)."""
+
+    def test_failing_flow_lowers_each_listed_service(self) -> None:
+        """A failing check-in through the gateway and the backend halves both availabilities
+        and counts in their errors; a service the flow does not list is untouched."""
+        config = config_from_data(FLOW_CONFIG)
+        states = [state("api-gateway"), state("backend"), state("redis", "redis"),
+                  state("frontend"),
+                  flow_state(FLOW_CONFIG, ok=False, recent=(True, False, False, False))]
+        result = health.estate_health(config, states)
+        for name in ("api-gateway", "backend"):
+            assert result[name].dimensions["availability"] == 0.5
+            assert result[name].dimensions["errors"] == pytest.approx(2 / 5)
+        assert result["redis"].dimensions["availability"] == 1.0
+        # The gateway's lower availability reaches the frontend's dependencies dimension,
+        # as a failing probe of the gateway would.
+        assert result["frontend"].dimensions["dependencies"] == 0.5
+
+    def test_flow_duration_is_not_latency(self) -> None:
+        """A passing flow of several requests taking 9 s leaves latency to the probes."""
+        config = config_from_data(FLOW_CONFIG)
+        result = health.estate_health(
+            config, [state("backend", latency=0.1), flow_state(FLOW_CONFIG, ok=True,
+                                                                recent=(True,))])
+        assert result["backend"].dimensions["latency"] == 1.0
+        assert result["backend"].dimensions["availability"] == 1.0
+
+    def test_a_service_listed_twice_counts_the_flow_once(self) -> None:
+        """``services: [backend, backend]`` is one failing run, not two."""
+        data = {**FLOW_CONFIG, "flows": {"checkin": {
+            "services": ["backend", "backend"], "steps": [{"name": "s",
+                                                           "url": "http://127.0.0.1:1/"}]}}}
+        config = config_from_data(data)
+        result = health.estate_health(config, [state("backend"),
+                                               flow_state(data, ok=False, recent=(False,))])
+        assert result["backend"].dimensions["availability"] == 0.5

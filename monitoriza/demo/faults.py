@@ -3,8 +3,9 @@
 What each kind does depends on what the service is:
 
 * a simulated HTTP service: ``down``, ``slow``, ``unknown-component`` (only with
-  components), ``fill-disk`` and ``clear`` update ``RUN/demo/faults.json``, which the demo
-  server rereads at its next request (:mod:`monitoriza.demo.health` says what each does);
+  components), ``fill-disk``, ``break-checkins`` and ``clear`` update
+  ``RUN/demo/faults.json``, which the demo server rereads at its next request
+  (:mod:`monitoriza.demo.health` says what each does);
 * the real Redis: ``down`` sends SIGKILL to the PID in its pidfile, as a crash would, after
   checking that the PID is a redis-server (a stale pidfile may name someone else's process);
   ``clear`` has nothing to undo: Redis comes back when something restarts it;
@@ -29,7 +30,11 @@ import docker.errors
 import psutil
 
 from monitoriza.demo import DemoError
-from monitoriza.demo.health import SLOW_DELAY_SECONDS, unknown_component
+from monitoriza.demo.health import (
+    CHECKINS_BROKEN_STATUS,
+    SLOW_DELAY_SECONDS,
+    unknown_component,
+)
 from monitoriza.demo.layout import (
     ContainerService,
     DemoLayout,
@@ -42,7 +47,7 @@ from monitoriza.demo.layout import (
 )
 
 CLEAR = "clear"
-KINDS = ("down", "slow", "unknown-component", "fill-disk", CLEAR)
+KINDS = ("down", "slow", "unknown-component", "fill-disk", "break-checkins", CLEAR)
 CONTAINER_FAULT_FILE = "down"
 KILL_WAIT_SECONDS = 5.0
 DOCKER_TIMEOUT_SECONDS = 10
@@ -108,6 +113,9 @@ def _describe_http(service: HttpService, kind: str) -> str:
         return f"slow: every answer waits {SLOW_DELAY_SECONDS:g} s, past the probe's timeout"
     if kind == "unknown-component":
         return f"reports {unknown_component(service)} as UNKNOWN, though it is fine"
+    if kind == "break-checkins":
+        return (f"its check-in API answers {CHECKINS_BROKEN_STATUS} while /health stays "
+                "green: flows through it fail behind passing probes")
     return "its disk is filling, 0.5 % a second: past 95 % in about two minutes"
 
 

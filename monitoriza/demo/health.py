@@ -16,6 +16,9 @@ Choices, made to tell the Conecta story the way the alert rules see it:
 * ``down``: the service accepts a connection and closes it without a word, so the probe
   fails with the reason ``connection``. ``slow``: every answer but ``/metrics`` waits
   :data:`SLOW_DELAY_SECONDS`, longer than the demo's 2 s probe timeout.
+* ``break-checkins``: the check-in API (``/api/checkins``, what the demo's
+  ``resident-checkin`` flow calls) answers :data:`CHECKINS_BROKEN_STATUS` while ``/health``
+  stays ``UP``: a flow broken behind green probes, the blind spot FlowBlindSpot names.
 * ``fill-disk``: the disk ratio grows from :data:`BASE_DISK_RATIO` by
   :data:`DISK_FILL_RATE` a second, without noise, until it is full (it crosses 0.95 after
   110 s); without the fault it stays at the base, give or take :data:`DISK_NOISE`.
@@ -34,6 +37,7 @@ BASE_DISK_RATIO = 0.40
 DISK_NOISE = 0.005
 DISK_FILL_RATE = 0.005  # of the disk, per second
 OK_STATUS = 200
+CHECKINS_BROKEN_STATUS = 500
 
 UP = "UP"
 DOWN = "DOWN"
@@ -53,6 +57,11 @@ class HealthAnswer:
 def drops_connections(faults: Collection[str]) -> bool:
     """Whether the service is ``down``: it closes every connection without answering."""
     return "down" in faults
+
+
+def breaks_checkins(faults: Collection[str]) -> bool:
+    """Whether the check-in API fails (``break-checkins``); ``/health`` is not affected."""
+    return "break-checkins" in faults
 
 
 def response_delay(faults: Collection[str]) -> float:

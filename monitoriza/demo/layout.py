@@ -31,7 +31,7 @@ FAULTS_FILE = "faults.json"
 CHAT_FILE = "chat.jsonl"
 
 # The faults an HTTP service can have at once; what each does is in monitoriza.demo.health.
-HTTP_FAULT_KINDS = ("down", "slow", "unknown-component", "fill-disk")
+HTTP_FAULT_KINDS = ("down", "slow", "unknown-component", "fill-disk", "break-checkins")
 
 _LAYOUT_KEYS = {"host", "chat_port", "http", "redis", "container"}
 _HTTP_KEYS = {"name", "port", "components", "redis_port"}

@@ -10,6 +10,7 @@
   answers 201 with ``{"data": {"checkin": {"id": ...}}}``; ``GET /api/checkins/ID`` reads it
   back from any service (one book is shared, see :mod:`monitoriza.demo.checkins`): the
   demo's ``resident-checkin`` flow goes in through the API gateway and out of the backend;
+  under the ``break-checkins`` fault a service answers both with a 500;
 * the chat port stands in for Slack: ``POST /chat/<receiver>`` appends the JSON payload to
   ``RUN/demo/chat.jsonl`` and answers ``ok`` as Slack does; ``GET /chat`` lists what arrived
   (``?receiver=oncall`` for one receiver).
@@ -53,6 +54,8 @@ from redis.retry import Retry
 from monitoriza.demo import DemoError
 from monitoriza.demo.checkins import CheckinBook
 from monitoriza.demo.health import (
+    CHECKINS_BROKEN_STATUS,
+    breaks_checkins,
     disk_ratio,
     drops_connections,
     faults_after_reconnect,
@@ -288,6 +291,9 @@ class ServiceApp:
             request.send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
         elif method == "POST" and url.path == "/admin/reconnect":
             self._reconnect(request, parse_qs(url.query).get("component", [""])[0])
+        elif url.path.startswith("/api/checkins") and breaks_checkins(faults):
+            request.send_json(HTTPStatus(CHECKINS_BROKEN_STATUS),
+                              {"error": "check-ins are failing (demo fault break-checkins)"})
         elif method == "POST" and url.path == "/api/checkins":
             self._check_in(request)
         elif method == "GET" and url.path.startswith("/api/checkins/"):

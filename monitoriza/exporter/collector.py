@@ -49,13 +49,17 @@ class SnapshotSource(Protocol):
 
 
 def topology_section(config: Config) -> list[tuple[Family, list[str]]]:
-    """Each service's tier and dependencies, so alert rules can join on them."""
+    """Each service's tier and dependencies, and the services each flow touches, so alert
+    rules can join on them."""
     return [
         (metrics.SERVICE_INFO, [metrics.SERVICE_INFO.sample((name, service.tier), 1.0)
                                 for name, service in config.services.items()]),
         (metrics.SERVICE_DEPENDENCY, [metrics.SERVICE_DEPENDENCY.sample((name, dependency), 1.0)
                                       for name, service in config.services.items()
                                       for dependency in service.depends_on]),
+        (metrics.FLOW_TOUCHES, [metrics.FLOW_TOUCHES.sample((flow_name, service), 1.0)
+                                for flow_name, flow in config.flows.items()
+                                for service in dict.fromkeys(flow.services)]),
     ]
 
 
@@ -101,7 +105,7 @@ class HealthSection:
         cache: dict[str, tuple[object, str, str]] = {}
         for name, service in config.services.items():
             found = by_service[name]
-            key = (id(config), tuple((s.job.name, s.finished_at) for s in found),
+            key = (id(config), tuple((s.job.key, s.finished_at) for s in found),
                    tuple(service_availability.get(d) for d in service.depends_on))
             cached = self._cache.get(name)
             if cached is None or cached[0] != key:

@@ -1,5 +1,7 @@
 """Health dimensions and the health score of each service, computed from probe states.
 
+A flow (docs/flows.md) counts as one more probe of every service it lists.
+
 Pure functions of the probe states and the configuration: no clock, no I/O. The formulas,
 with a worked example, are in docs/health-score.md; keep the two in step.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from monitoriza.config.schema import Config, Health
+from monitoriza.config.schema import Config, Flow, Health
 from monitoriza.exporter.state import ProbeState
 
 DIMENSIONS = ("availability", "latency", "saturation", "errors", "dependencies")
@@ -156,11 +158,21 @@ def service_health(states: Sequence[ProbeState], depends_on: Sequence[str],
 
 def states_by_service(config: Config,
                       states: Iterable[ProbeState]) -> dict[str, list[ProbeState]]:
-    """Probe states grouped by configured service (services without results get [])."""
+    """Probe states grouped by configured service (services without results get []).
+
+    A flow's state counts once for each service its ``services:`` lists, as one more probe
+    of that service: a journey that fails through a service is that service failing a user,
+    even while its own probes pass. Its kind (``flow``) keeps it out of the latency
+    dimension, and it reports no resources or components.
+    """
     by_service: dict[str, list[ProbeState]] = {name: [] for name in config.services}
     for state in states:
         if state.job.service in by_service:
             by_service[state.job.service].append(state)
+        elif isinstance(state.job.spec, Flow):
+            for service in dict.fromkeys(state.job.spec.services):
+                if service in by_service:
+                    by_service[service].append(state)
     return by_service
 
 

@@ -147,5 +147,9 @@ FLOW_FAILURE_REASON = Family(
     "monitoriza_flow_failure_reason",
     "1 for the step that failed the last run and why (timeout, connection, status, body, "
     "assertion, capture, secret)", ("flow", "step", "reason"))
+FLOW_TOUCHES = Family(
+    "monitoriza_flow_service",
+    "Always 1: the flow touches the service (its configured services), for joins in rules",
+    ("flow", "service"))
 FLOW_FAMILIES = (FLOW_SUCCESS, FLOW_DURATION, FLOW_LAST_RUN, FLOW_LAST_SUCCESS, FLOW_INTERVAL,
                  FLOW_STEP_SUCCESS, FLOW_STEP_DURATION, FLOW_STEP_STATUS, FLOW_FAILURE_REASON)

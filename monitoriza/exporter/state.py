@@ -14,7 +14,7 @@ from monitoriza.exporter.samples import flow_lines, probe_lines
 
 ProbeKey = tuple[str, str]  # (service, probe name)
 # The ``service`` of a flow's job: never a valid service name, so a flow and a probe cannot
-# share a key, and health (which groups jobs by configured service) leaves flows out.
+# share a key; health counts a flow for each service its ``services:`` lists instead.
 FLOW_SERVICE = "@flow"
 
 

@@ -27,6 +27,8 @@ RECORDER_CONTAINER = "conecta-guardian-recorder"
 RECORDER_IMAGE = "monitoriza-demo-busybox:latest"
 RECORDER_COMMAND = ["sh", "-c", "while [ ! -e /fault/down ]; do sleep 1; done; exit 1"]
 DISK_THRESHOLD = 0.95
+# Redis's default title is "{title} {listen-addr} {server-mode}"; the file makes it unique.
+REDIS_PROC_TITLE = "{title} {listen-addr} {config-file}"
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,29 @@ class DemoPaths:
 
 def redis_conf(port: int, paths: DemoPaths, host: str) -> str:
     """A redis.conf that daemonizes with a pid file: the healing playbook restarts Redis with
-    the same file, and ``monitoriza up`` stops it by that pid file, whoever started it."""
+    the same file, and ``monitoriza up`` stops it by that pid file, whoever started it.
+
+    Every write is appended and fsynced before Redis answers (AOF, ``appendfsync always``),
+    so a kill loses nothing a client was told was stored: a drill's canary survives. The
+    process title names the configuration file (Redis >= 6.2), so the process probe finds
+    this Redis and no other redis-server on the machine.
+    """
     return "\n".join([
         f"port {port}", f"bind {host}", "daemonize yes", f"pidfile {paths.redis_pidfile}",
         f"dir {paths.redis_dir}", f"logfile {paths.redis_dir / 'redis.log'}",
-        'save ""', "appendonly no", ""])
+        'save ""', "appendonly yes", "appendfsync always",
+        f'proc-title-template "{REDIS_PROC_TITLE}"', ""])
+
+
+def redis_process_probe(paths: DemoPaths) -> dict[str, Any]:
+    """The demo Redis's process probe: what a drill's ``process_kill`` stops.
+
+    redis-server rewrites its command line to its process title, here
+    ``redis-server HOST:PORT /RUN/redis/redis.conf``; the configuration file's path is unique
+    to this run directory, where ``HOST:PORT`` could be a prefix of another Redis's address.
+    """
+    return {"name": "process", "kind": "process", "process_name": "redis-server",
+            "cmdline_contains": str(paths.redis_conf)}
 
 
 def layout_document(ports: StackPorts, paths: DemoPaths, *,
@@ -136,10 +156,11 @@ def demo_config(ports: StackPorts, paths: DemoPaths, *, docker_host: str | None,
         }
         if service.uses_redis and service.name == "backend":
             # Conecta's real bug: the backend's Redis pool goes "unknown" while Redis is
-            # fine. The cure is a reconnect, not a Redis restart.
+            # fine. The cure is a reconnect, not a Redis restart, and only once Redis's own
+            # probes pass while the backend still calls it unknown: ComponentDisagrees.
             services[service.name]["healing"] = [{
                 "name": "reconnect-redis",
-                "match": {"alertname": ["ComponentUnknown"]},
+                "match": {"alertname": ["ComponentDisagrees"]},
                 "steps": [{"action": "http", "method": "POST", "timeout": "5s",
                            "url": f"http://{host}:{port}/admin/reconnect"
                                   "?component={label.component}"}],
@@ -151,7 +172,8 @@ def demo_config(ports: StackPorts, paths: DemoPaths, *, docker_host: str | None,
     services["redis"] = {
         "tier": "standard", "description": "Cache and queues of the backend and the AI",
         "probes": [{"name": "redis", "kind": "redis", "url": f"redis://{host}:{ports.redis}/0",
-                    "timeout": "1s"}],
+                    "timeout": "1s"},
+                   redis_process_probe(paths)],
         "healing": [{
             "name": "restart-redis",
             "match": {"alertname": ["ServiceDown"], "severity": ["P3"]},
