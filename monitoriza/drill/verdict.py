@@ -229,8 +229,10 @@ class _Judge:
                 earliest = (seconds, lag)
             note = ""
             if lag is not None and lag > self.scrape_interval:
-                note = (f"; seen {_s(lag)} after Prometheus fired it (more than one scrape "
-                        "interval: the watcher polled slowly)")
+                note = (f"; seen {_s(lag)} after its activeAt plus the planned for of "
+                        f"{_s(alert.for_seconds)} (more than one scrape interval: the running "
+                        "rule waits longer than the planned one, or the watcher polled "
+                        "slowly)")
             if seconds <= deadline:
                 self.stages.append(Stage("detect", name, seconds, deadline, "on_time",
                                          f"{name} fired {_s(seconds)} after the fault, "

@@ -195,6 +195,12 @@ def plan(options: UpOptions, out: TextIO) -> Plan:
     else:
         assert options.config is not None
         config = user_config(options.config, ports, run_dir)
+        # The chat inbox stands in for Slack with your services too; it serves no
+        # simulated service.
+        (run_dir / "demo").mkdir(parents=True, exist_ok=True)
+        (run_dir / "demo" / "services.json").write_text(json.dumps(
+            {"host": ports.host, "chat_port": ports.chat, "http": [], "redis": None,
+             "container": None}, indent=2))
     (run_dir / "responder").mkdir()
     config_path = write_yaml(run_dir / "monitoriza.yml", config)
     try:
