@@ -138,6 +138,14 @@ class TestRefusals:
         assert len(err.strip().splitlines()) == 1, err
         assert_nothing_injected(estate)
 
+    def test_an_unknown_flow_to_load_is_named(
+            self, estate: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run_cli(capsys, "run", *inputs(estate), "--only", "redis", "--yes",
+                               "--under-load", "nosuch")
+        assert code == 2
+        assert "--under-load" in err and "no flow named 'nosuch'" in err
+        assert_nothing_injected(estate)
+
     def test_no_prometheus_alertmanager_or_responder_reachable(
             self, estate: Path, capsys: pytest.CaptureFixture[str]) -> None:
         code, _, err = run_cli(capsys, "run", *inputs(estate), "--only", "redis", "--yes")

@@ -70,7 +70,8 @@ def cmd_drill_run(args: argparse.Namespace) -> int:
         max_fill_bytes=args.max_fill_mb * 1024 * 1024, out=args.out,
         poll_interval=args.poll_interval, prometheus_url=args.prometheus_url,
         alertmanager_url=args.alertmanager_url, responder_url=args.responder_url,
-        as_json=args.json)
+        as_json=args.json, under_load=args.under_load, load_users=args.load_users,
+        load_rate=args.load_rate, load_slo=args.load_slo)
     return run_command(options, out=sys.stdout, err=sys.stderr)
 
 
@@ -136,6 +137,14 @@ def add_drill_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
                      help="results JSON (default: drills/drill-run-TIME.json beside the "
                           "configuration; the HTML matrix is written beside it)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--under-load", metavar="FLOW",
+                     help="drive this flow with drill load (Locust) for the whole drill")
+    run.add_argument("--load-users", type=positive_int, default=5, metavar="N",
+                     help="with --under-load (default: %(default)s)")
+    run.add_argument("--load-rate", type=positive_float, default=2.0, metavar="R",
+                     help="flow runs per second with --under-load (default: %(default)s)")
+    run.add_argument("--load-slo", metavar="OBJECTIVES",
+                     help="the load's --slo, judged over the whole drill")
     run.set_defaults(handler=cmd_drill_run)
 
     export = drill_commands.add_parser(

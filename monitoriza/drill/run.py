@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from monitoriza.config import load_config
 from monitoriza.config.schema import Config
 from monitoriza.drill import chaos, inject
+from monitoriza.drill.background_load import BackgroundLoad
 from monitoriza.drill.commands import (
     EXIT_BAD_INPUT,
     PLAN_INPUT_ERRORS,
@@ -81,6 +82,10 @@ class RunOptions:
     alertmanager_url: str | None = None
     responder_url: str | None = None
     as_json: bool = False
+    under_load: str | None = None  # a flow driven by drill load for the whole drill
+    load_users: int = 5
+    load_rate: float = 2.0
+    load_slo: str | None = None
 
 
 def select(plan: DrillPlan, only: tuple[str, ...]) -> list[Experiment]:
@@ -135,6 +140,7 @@ class RunRecord:
     not_run: list[dict[str, Any]] = field(default_factory=list)
     restored_at_start: list[str] = field(default_factory=list)
     finished_at: float | None = None
+    under_load: dict[str, Any] | None = None
 
     def as_data(self) -> dict[str, Any]:
         blind_spots = [spot for cell in self.cells for spot in cell.get("blind_spots", [])]
@@ -142,7 +148,7 @@ class RunRecord:
                 "config": str(self.config), "started_at": self.started_at,
                 "finished_at": self.finished_at, "plan": self.plan, "cells": self.cells,
                 "not_run": self.not_run, "blind_spots": blind_spots,
-                "restored_at_start": self.restored_at_start}
+                "restored_at_start": self.restored_at_start, "under_load": self.under_load}
 
 
 class _Interrupted(Exception):  # noqa: N818 - a signal, not an error
@@ -398,6 +404,10 @@ def _prepare(options: RunOptions, out: TextIO, err: TextIO) -> _Ready:
     except PLAN_INPUT_ERRORS as exc:
         raise _refuse(err, *plan_error_lines(exc, options.config, options.alertmanager)) \
             from None
+    if options.under_load is not None and options.under_load not in config.flows:
+        known = ", ".join(sorted(config.flows)) or "none"
+        raise _refuse(err, f"--under-load: {options.config} has no flow named "
+                           f"{options.under_load!r} (flows: {known})")
     restored = _restore_left_overs(options, err)
     if restored is None:
         raise _Refused()
@@ -430,12 +440,23 @@ def run_command(options: RunOptions, *, out: TextIO, err: TextIO) -> int:
     runner = DrillRunner(options, ready.plan, ready.config, out)
     runner.record.restored_at_start = ready.restored
     completed = False
+    load = None
+    if options.under_load is not None:
+        load = BackgroundLoad.start(
+            options.config, options.under_load, users=options.load_users,
+            rate=options.load_rate, directory=chaos.drills_dir(options.config),
+            drill_id=runner.record.drill_id, slo=options.load_slo)
+        out.write(f"under load: flow {options.under_load} at {options.load_rate:g}/s "
+                  f"({options.load_users} users), log {load.log}\n")
     try:
         with _sigterm_interrupts():
             completed = runner.run(ready.experiments)
     except (KeyboardInterrupt, _Interrupted):
         err.write("interrupted: restoring\n")
         _restore_left_overs(options, err)
+    finally:
+        if load is not None:
+            runner.record.under_load = load.stop()
     runner.record.finished_at = time.time()
     json_path, html_path = write_results(runner.record, options)
     if options.as_json:
