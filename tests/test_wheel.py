@@ -347,7 +347,9 @@ class TestCommands:
         html = out.read_text()
         assert html.count("<svg ") == 2, "availability bars and timeline"
         assert "not ready" in html  # db, down for the last ten minutes
-        assert "1 ready" in result.stderr, result.stderr
+        # The other service is up, but never drilled: "not tested" is not "ready".
+        assert "0 ready, 1 at risk, 1 not ready" in result.stderr, result.stderr
+        assert "no drill run" in result.stderr
 
     def test_demo_fault_without_a_running_demo_is_a_usage_error(
             self, installed: Installed) -> None:
