@@ -28,9 +28,15 @@ import pytest
 import requests
 import yaml
 
-from tests.support.binaries import require_binary, stop_process, wait_until
+from tests.support.binaries import require_binary, wait_until
 from tests.support.dockerd import DockerEngine
-from tests.support.stack import READY_LINE, START_TIMEOUT, free_base_port, record_artifact
+from tests.support.stack import (
+    READY_LINE,
+    START_TIMEOUT,
+    free_base_port,
+    record_artifact,
+    stop_up,
+)
 
 CONTAINER = "mz-drill-vault"
 RUNNING_P4_FOR = "20s"  # the reviewed rule says 1m x 0.05 = 3s
@@ -130,13 +136,10 @@ def broken_stack(tmp_path_factory: pytest.TempPathFactory,
             os.kill(stack.pid_of(part), signal.SIGHUP)
         yield stack
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                stop_process(process)
-        container.remove(force=True)
+        try:
+            stop_up(process, output)
+        finally:
+            container.remove(force=True)
 
 
 def prometheus_url(stack: BrokenStack) -> str:

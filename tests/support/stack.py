@@ -162,22 +162,29 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory,
             raise AssertionError(f"monitoriza up did not become ready:\n{stack.log()}")
         yield stack
     finally:
-        children = _descendants(process.pid)
         redis_pid = _read_pid(stack.run_dir / "redis" / "redis.pid")
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                stop_process(process)
-        text = stack.log()
-        leftovers = [pid for pid in [*children, *([redis_pid] if redis_pid else [])]
-                     if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-        for pid in leftovers:
-            psutil.Process(pid).kill()
-        assert process.returncode == 0, text
-        assert "monitoriza up: stopped" in text
-        assert not leftovers, f"processes left behind: {leftovers}\n{text}"
+        stop_up(process, output, also=[redis_pid] if redis_pid else [])
+
+
+def stop_up(process: subprocess.Popen[str], output: Path, also: list[int] | None = None) -> None:
+    """Stop ``monitoriza up`` with SIGINT, as a Ctrl-C would, and check that it stopped
+    everything it started (its children, and ``also``: processes that are not its children,
+    such as a daemonized redis-server); kill what it left, then fail naming it."""
+    children = _descendants(process.pid)
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            stop_process(process)
+    text = output.read_text(errors="replace")
+    leftovers = [pid for pid in [*children, *(also or [])]
+                 if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    for pid in leftovers:
+        psutil.Process(pid).kill()
+    assert process.returncode == 0, text
+    assert "monitoriza up: stopped" in text
+    assert not leftovers, f"processes left behind: {leftovers}\n{text}"
 
 
 def _read_pid(path: Path) -> int | None:
