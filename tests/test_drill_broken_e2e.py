@@ -174,6 +174,11 @@ def test_late_rule_dropped_page_and_a_playbook_that_does_not_heal_are_named(
     assert result.returncode == 1, result.stdout + result.stderr
     results = json.loads(sorted((run / "drills").glob("drill-run-*.json"))[-1].read_text())
     record_artifact("drill-run-broken.json", results)
+    # Said before the first fault: what runs differs from what was reviewed, and where.
+    assert any(line.startswith("ServiceDown P4 waits 20s in the running Prometheus, 3s in ")
+               for line in results["drift"]), results["drift"]
+    assert any("route tree differs" in line for line in results["drift"]), results["drift"]
+    assert "warning: ServiceDown P4 waits 20s" in result.stderr
     cell = results["cells"][0]
     assert cell["verdict"] == "missed", cell["reasons"]
     reasons = "\n".join(cell["reasons"])

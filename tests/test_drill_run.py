@@ -17,11 +17,14 @@ import yaml
 from monitoriza.cli import main
 from monitoriza.config.loader import config_from_data
 from monitoriza.drill.commands import load_plan
+from monitoriza.drill.drift import route_drift, rule_drift
 from monitoriza.drill.export import DrillSettings, to_chaostoolkit, verdict_of
 from monitoriza.drill.exporting import file_name
 from monitoriza.drill.model import DrillPlan
 from monitoriza.drill.pacing import Past, wait_before
+from monitoriza.drill.rules import parse_rule_files
 from monitoriza.drill.run import RunInputError, select, time_limit_of
+from monitoriza.lint.run import read_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "conecta-plus.yml"
@@ -191,6 +194,42 @@ class TestPacing:
         history = [Past("redis", 100.0, 110.0), Past("redis", 400.0, 410.0)]
         seconds, reason = wait_before(redis, history, config, 500.0)  # type: ignore[arg-type]
         assert seconds == 200.0 and "restart budget of redis (2 per 600s)" in reason
+
+
+class TestDrift:
+    """What runs against what was reviewed: Prometheus's rules API and the configuration
+    Alertmanager reports back (its own canonical form)."""
+
+    def test_a_for_that_differs_and_a_rule_not_loaded_are_named(self) -> None:
+        planned = parse_rule_files(read_rules(RULES))
+        running = [{"rules": [
+            {"type": "alerting", "name": r.alertname, "labels": dict(r.labels),
+             "duration": 1200.0 if (r.alertname, r.severity) == ("ServiceDown", "P4")
+             else r.for_seconds}
+            for r in planned if r.alertname != "Watchdog"]}]
+        lines = rule_drift(planned, running)
+        assert "ServiceDown P4 waits 1200s in the running Prometheus, 60s in " in "\n".join(
+            lines)
+        assert any(line.startswith("Watchdog") and "not loaded" in line for line in lines)
+        assert len(lines) == 2, lines
+
+    def test_alertmanagers_canonical_form_is_not_drift(self) -> None:
+        """Alertmanager 0.25 reports the root's default timers left out, ``continue: false``
+        added and matchers reordered (as seen from the real one): the same tree."""
+        planned = yaml.safe_load(ALERTMANAGER.read_text())
+        reported = json.loads(json.dumps(planned))
+        for key in ("group_wait", "group_interval", "repeat_interval"):
+            reported["route"].pop(key)
+        for route in reported["route"]["routes"]:
+            route["continue"] = False
+            route["matchers"] = list(reversed(route.get("matchers", [])))
+        assert route_drift(planned, reported, "am.yml") == []
+        reported["route"]["routes"].insert(1, {"matchers": ['severity="P2"'],
+                                               "receiver": "blackhole"})
+        reported["inhibit_rules"] = []
+        assert route_drift(planned, reported, "am.yml") == [
+            "the running Alertmanager's route tree differs from am.yml's",
+            "the running Alertmanager's inhibit rules differ from am.yml's"]
 
 
 class TestChaosToolkitDocument:

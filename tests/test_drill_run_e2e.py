@@ -130,6 +130,7 @@ class TestFullDrill:
         record_artifact("drill-run-demo.json", results)
         found = cells(results)
         assert set(found) == RUNNABLE, result.stdout
+        assert results["drift"] == []  # the stack runs the very files the plan read
         for key, cell in found.items():
             assert cell["verdict"] == "pass", (key, cell["reasons"])
             # Prometheus's own moment (activeAt + for) against the drill's: one scrape apart.

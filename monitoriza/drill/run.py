@@ -40,6 +40,7 @@ from monitoriza.drill.commands import (
     plan_error_lines,
     write_text,
 )
+from monitoriza.drill.drift import route_drift, rule_drift, running_state
 from monitoriza.drill.export import DrillSettings, to_chaostoolkit, verdict_of
 from monitoriza.drill.matrix import DrillResultsError, build_matrix, latest_loads
 from monitoriza.drill.matrix_html import render_html
@@ -47,8 +48,10 @@ from monitoriza.drill.model import FAULT_KINDS, DrillPlan, Experiment
 from monitoriza.drill.observe import Unreachable, preflight
 from monitoriza.drill.pacing import Past, wait_before
 from monitoriza.drill.restore_journal import RestoreJournalError
+from monitoriza.drill.rules import parse_rule_files
 from monitoriza.drill.settle import unhealthy_services
 from monitoriza.exceptions import MonitorizaError
+from monitoriza.lint.run import read_alertmanager, read_rules
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,7 @@ class RunRecord:
     restored_at_start: list[str] = field(default_factory=list)
     finished_at: float | None = None
     under_load: dict[str, Any] | None = None
+    drift: list[str] = field(default_factory=list)
 
     def as_data(self) -> dict[str, Any]:
         blind_spots = [spot for cell in self.cells for spot in cell.get("blind_spots", [])]
@@ -148,7 +152,8 @@ class RunRecord:
                 "config": str(self.config), "started_at": self.started_at,
                 "finished_at": self.finished_at, "plan": self.plan, "cells": self.cells,
                 "not_run": self.not_run, "blind_spots": blind_spots,
-                "restored_at_start": self.restored_at_start, "under_load": self.under_load}
+                "restored_at_start": self.restored_at_start, "under_load": self.under_load,
+                "drift": self.drift}
 
 
 class _Interrupted(Exception):  # noqa: N818 - a signal, not an error
@@ -379,6 +384,7 @@ class _Ready:
     config: Config
     experiments: list[Experiment]
     restored: list[str]
+    drift: list[str]
 
 
 class _Refused(Exception):  # noqa: N818 - a signal: each line has been written already
@@ -427,7 +433,23 @@ def _prepare(options: RunOptions, out: TextIO, err: TextIO) -> _Ready:
     switch = unhealthy_services(endpoints, set(), set())
     if switch:
         raise _refuse(err, f"nothing injected: {switch}")
-    return _Ready(plan, config, experiments, restored)
+    drift = _drift(options, endpoints.prometheus, endpoints.alertmanager)
+    for line in drift:
+        err.write(f"warning: {line}\n")
+    return _Ready(plan, config, experiments, restored, drift)
+
+
+def _drift(options: RunOptions, prometheus: str, alertmanager: str) -> list[str]:
+    """How the running Prometheus and Alertmanager differ from the plan's files (said before
+    the first fault: a late or unreached cell then has its likely cause named)."""
+    groups, loaded, problems = running_state(prometheus, alertmanager)
+    lines = list(problems)
+    if groups is not None:
+        lines += rule_drift(parse_rule_files(read_rules(options.rules)), groups)
+    if loaded is not None:
+        lines += route_drift(read_alertmanager(options.alertmanager), loaded,
+                             str(options.alertmanager))
+    return lines
 
 
 def run_command(options: RunOptions, *, out: TextIO, err: TextIO) -> int:
@@ -439,6 +461,7 @@ def run_command(options: RunOptions, *, out: TextIO, err: TextIO) -> int:
     _quiet_chaostoolkit()
     runner = DrillRunner(options, ready.plan, ready.config, out)
     runner.record.restored_at_start = ready.restored
+    runner.record.drift = ready.drift
     completed = False
     load = None
     if options.under_load is not None:
