@@ -21,8 +21,12 @@ def reachable_engine(url: str | None) -> tuple[Any, str] | None:
     target = url or DEFAULT_DOCKER_HOST
     try:
         client = docker.DockerClient(base_url=target, timeout=10)
+    except docker.errors.DockerException:
+        return None
+    try:
         client.ping()
     except docker.errors.DockerException:
+        client.close()  # its connection pool would otherwise be left to the collector
         return None
     return client, target
 
