@@ -6,7 +6,6 @@ Exit status: 0 on success, 1 when a check fails, 2 on bad usage or a bad configu
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from monitoriza import __version__
+from monitoriza import __version__, logs
 from monitoriza.argtypes import duration, positive_float
 from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
@@ -81,7 +80,7 @@ def cmd_responder(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     try:
-        return responder_serve(config, args.listen)
+        return responder_serve(config, args.listen, config_file=args.config)
     except ConfigError as exc:  # a token or key file the configuration names is unusable
         _print_config_errors(args.config, exc)
         return EXIT_USAGE
@@ -184,8 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="monitoriza",
         description="Prometheus/Alertmanager-centric monitor and auto-healer.")
     parser.add_argument("--version", action="version", version=f"monitoriza {__version__}")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    logs.add_arguments(parser)  # --log-level, --log-format
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check-config", help="validate a configuration file")
@@ -353,8 +351,7 @@ def _add_stack_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     handler = args.handler
     result: int = handler(args)
     return result

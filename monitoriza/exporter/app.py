@@ -26,8 +26,10 @@ from monitoriza.exporter.forecasts import ForecastEngine
 from monitoriza.exporter.scheduler import ProbeScheduler
 from monitoriza.exporter.server import metrics_app, start_server
 from monitoriza.exporter.state import jobs_from_config
+from monitoriza.logs import get_logger, log_config_loaded
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 
 def split_listen(address: str) -> tuple[str, int]:
@@ -104,8 +106,9 @@ class Exporter:
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            for message in exc.messages:
-                log.error("reload of %s failed: %s", self.config_path, message)
+            events.error("config.reload_refused", path=str(self.config_path),
+                         errors=list(exc.messages),
+                         reason="the running configuration is kept")
             self._reload_ok.set(0)
             return False
         if config.exporter != self._config.exporter:
@@ -114,13 +117,15 @@ class Exporter:
         self._config = config
         self._reload_ok.set(1)
         self._reload_time.set(time.time())
-        log.info("configuration reloaded from %s", self.config_path)
+        log_config_loaded(events, config, self.config_path, reload=True)
         return True
 
 
 def serve(config_path: Path, listen: str | None = None) -> int:
     """Run the exporter until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
-    exporter = Exporter(load_config(config_path), config_path, listen)
+    config = load_config(config_path)
+    log_config_loaded(events, config, config_path, reload=False)
+    exporter = Exporter(config, config_path, listen)
     stop = threading.Event()
     reload_requested = threading.Event()
 

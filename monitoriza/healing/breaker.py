@@ -11,7 +11,8 @@ row close the breaker again; a trial failure re-opens it for twice as long (capp
 The core (:func:`acquire`, :func:`record`, :func:`release`) takes the time as a plain float and
 returns new :class:`BreakerState` values, so it is tested with a fake clock and stored as JSON
 (:meth:`BreakerState.to_dict`) under :func:`breaker_key` in the store that replicas share; the
-healer reads, changes and writes it under its policy lock.
+healer reads, changes and writes it under its policy lock, and logs each change of state
+with :func:`log_transition`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import Any, Literal, cast
 
 from monitoriza.config.schema import Breaker
 from monitoriza.durations import format_duration
+from monitoriza.logs import get_logger
 
 State = Literal["closed", "open", "half_open"]
 STATES: tuple[State, ...] = ("closed", "open", "half_open")
 
 BREAKER_KEY_PREFIX = "breaker:"
+events = get_logger(__name__)
 
 
 def breaker_key(service: str, playbook: str) -> str:
@@ -199,3 +202,16 @@ def release(state: BreakerState) -> BreakerState:
     if state.state == "half_open" and state.trial_in_flight:
         return replace(state, trial_in_flight=False)
     return state
+
+
+def log_transition(service: str, playbook: str, before: BreakerState, after: BreakerState, *,
+                   incident: int | None = None) -> bool:
+    """Log ``breaker.transition`` when ``after`` is in another state than ``before``;
+    return whether it was."""
+    if before.state == after.state:
+        return False
+    events.info("breaker.transition", service=service, action=playbook, incident=incident,
+                **{"from": before.state, "to": after.state},
+                consecutive_failures=after.consecutive_failures,
+                open_for=after.open_for if after.state == "open" else None)
+    return True

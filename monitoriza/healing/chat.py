@@ -24,8 +24,10 @@ import requests
 
 from monitoriza.config.schema import Chat
 from monitoriza.exceptions import ConfigError
+from monitoriza.logs import get_logger, register_secret
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 # Attachment colours by severity; matched case-insensitively.
 SEVERITY_COLORS: Mapping[str, str] = {
@@ -129,6 +131,7 @@ def read_webhook_url(path: str) -> str:
         raise ConfigError(
             [f"healing.chat.webhook_url_file: {path} does not hold an http(s) URL"]
         )
+    register_secret(url)  # whatever prints it by mistake, no log line will carry it
     return url
 
 
@@ -169,7 +172,9 @@ class ChatNotifier:
         self._abandon = threading.Event()
         self._sleep: Callable[[float], object] = sleep or self._abandon.wait
         self._queue_size = queue_size
-        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+        # Each payload with the incident it is about (for the log line if it fails).
+        self._pending: collections.deque[tuple[dict[str, Any], int | None]] = (
+            collections.deque())
         self._recent: collections.deque[float] = collections.deque()  # accepted post times
         self._cond = threading.Condition()
         self._closing = False
@@ -195,7 +200,8 @@ class ChatNotifier:
         payload = slack_payload(message)
         with self._cond:
             if self._closing:
-                log.warning("chat notifier closed; not posting %r", message.title)
+                events.warning("chat.failed", incident=message.incident_id,
+                               title=message.title, attempts=0, reason="notifier closed")
                 return False
             now = self._clock()
             while self._recent and self._recent[0] <= now - RATE_WINDOW:
@@ -205,14 +211,18 @@ class ChatNotifier:
             # API and the audit log anyway.
             if len(self._recent) >= self._max_per_minute:
                 self._count("dropped_rate_limited")
-                log.info("chat rate limit reached; dropped %r", message.title)
+                events.warning("chat.failed", incident=message.incident_id,
+                               title=message.title, attempts=0,
+                               reason=f"rate limit ({self._max_per_minute} a minute) reached")
                 return False
             if len(self._pending) >= self._queue_size:
                 self._count("dropped_queue_full")
-                log.warning("chat queue full; dropped %r", message.title)
+                events.warning("chat.failed", incident=message.incident_id,
+                               title=message.title, attempts=0,
+                               reason=f"queue full ({self._queue_size} waiting)")
                 return False
             self._recent.append(now)
-            self._pending.append(payload)
+            self._pending.append((payload, message.incident_id))
             self._cond.notify()
         return True
 
@@ -253,16 +263,16 @@ class ChatNotifier:
                         self._count("failed", left)
                         log.warning("chat notifier closed with %d message(s) unsent", left)
                     return
-                payload = self._pending.popleft()
+                payload, incident = self._pending.popleft()
             try:
-                delivered = self._deliver(payload)
+                delivered = self._deliver(payload, incident)
             except Exception:  # the thread must outlive any bug in one delivery
                 log.exception("chat delivery failed unexpectedly")
                 delivered = False
             with self._cond:
                 self._count("sent" if delivered else "failed")
 
-    def _deliver(self, payload: dict[str, Any]) -> bool:
+    def _deliver(self, payload: dict[str, Any], incident: int | None = None) -> bool:
         """Send one payload, retrying transient failures; return whether it was delivered."""
         delay = BACKOFF_INITIAL
         attempt = 0
@@ -271,8 +281,8 @@ class ChatNotifier:
             if reason is None:
                 return True
             if attempt >= self._retries or not reason.retriable:
-                log.warning("chat post %r not delivered after %d attempt(s): %s",
-                            payload["text"], attempt + 1, reason.text)
+                events.warning("chat.failed", incident=incident, title=payload["text"],
+                               attempts=attempt + 1, reason=reason.text)
                 return False
             self._sleep(delay)
             if self._abandon.is_set():

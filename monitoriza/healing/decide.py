@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 from sqlalchemy import Connection, select
@@ -28,10 +28,12 @@ from monitoriza.healing.policy import (
     raised_by_responder,
 )
 from monitoriza.healing.recording import RecordingProcessor
+from monitoriza.logs import get_logger
 from monitoriza.pipeline import JournalRow
 from monitoriza.store import actions
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 WEEK = 7 * 86400.0
 
 Notify = Callable[[str, Incident, str], None]
@@ -106,6 +108,20 @@ class HealingProcessor:
                 else "incident.resolved" if result.resolved
                 else "incident.after_effect" if result.after_effect else "incident.updated")
         self.audit.append(conn, kind, incident_summary(incident, event))
+        change = ("opened" if result.created else "resolved" if result.resolved
+                  else "grew" if result.previous is None or result.root_cause_changed else None)
+        if change is not None and not result.after_effect:
+            # Logged inside the worker's transaction: a batch rolled back is retried row by
+            # row, so in that rare case a line can repeat (the audit entry never does).
+            cause = incident.root_cause
+            events.info(f"incident.{change}", incident=incident.id, state=incident.state,
+                        root_cause=None if cause is None else cause.service,
+                        root_component=None if cause is None else cause.component,
+                        reasoning=list(cause.reasoning) if cause else [],
+                        risk=incident.risk, alert=event.fingerprint,
+                        alertname=event.alertname, service=event.service,
+                        firing=incident.summary.count("firing"),
+                        resolved=incident.summary.count("resolved"), drill=incident.drill_id)
         if result.after_effect:
             # The recovery of a resolved incident: recorded in it, never healed again.
             if event.status == "firing":
@@ -157,6 +173,7 @@ class HealingProcessor:
         if refusal is not None:
             self.audit.append(conn, "decision.skipped", {
                 **base, "check": refusal.check, "reason": refusal.reason})
+            self._log_decision(base, "skipped", None, refusal.reason, check=refusal.check)
             return
         target = incident.root_cause.service if incident.root_cause else event.service
         service = self.config.services.get(target or "")
@@ -165,6 +182,8 @@ class HealingProcessor:
             self.audit.append(conn, "decision.no_playbook", {
                 **base, "reason": f"no playbook of {target} matches {event.alertname}; "
                                   "people are told through Alertmanager's routing"})
+            self._log_decision(base, "no_playbook", None,
+                               f"no playbook of {target} matches {event.alertname}")
             return
         queued = conn.execute(select(actions.c.id).where(
             actions.c.incident_id == incident.id,
@@ -173,6 +192,9 @@ class HealingProcessor:
             self.audit.append(conn, "decision.skipped", {
                 **base, "check": "already_queued",
                 "reason": f"action {queued.id} for this incident is already queued"})
+            self._log_decision(base, "skipped", None,
+                               f"action {queued.id} for this incident is already queued",
+                               check="already_queued")
             return
         learned = repository.outcomes(conn, incident.signature, target or "")
         # memory.rank is the one ranking (demoted playbooks already last): its first is queued.
@@ -180,11 +202,19 @@ class HealingProcessor:
         chosen = next(book for book in books if book.name == names[0])
         action_id = repository.enqueue_action(conn, incident.id or 0, target or "", chosen.name,
                                               alert=asdict(event), now=now)
+        reason = (f"{target} is the root cause and playbook {chosen.name} matches "
+                  f"{event.alertname}" + ("; ranked first by operational memory"
+                                          if len(names) > 1 else ""))
         self.audit.append(conn, "decision.queued", {
             **base, "action": action_id, "playbook": chosen.name, "target": target,
-            "ranking": names,
-            "reason": f"{target} is the root cause and playbook {chosen.name} matches "
-                      f"{event.alertname}; ranked first by operational memory"
-                      if len(names) > 1 else
-                      f"{target} is the root cause and playbook {chosen.name} matches "
-                      f"{event.alertname}"})
+            "ranking": names, "reason": reason})
+        self._log_decision({**base, "service": target}, "queued", chosen.name, reason,
+                           action=action_id, ranking=names)
+
+    @staticmethod
+    def _log_decision(base: Mapping[str, object], verdict: str, playbook: str | None,
+                      reason: str, **more: object) -> None:
+        """``healing.decision``: what the journal step decided for a firing alert."""
+        events.info("healing.decision", incident=base["incident"], service=base["service"],
+                    alert=base["alert"], alertname=base["alertname"], verdict=verdict,
+                    playbook=playbook, reason=reason, **more)

@@ -44,7 +44,7 @@ from monitoriza.config.schema import Config, Playbook
 from monitoriza.healing import repository
 from monitoriza.healing.actions import ActionContext, ActionRefused, ActionResult, ActionRunner
 from monitoriza.healing.breaker import acquire as breaker_acquire
-from monitoriza.healing.breaker import breaker_key
+from monitoriza.healing.breaker import breaker_key, log_transition
 from monitoriza.healing.breaker import record as breaker_record
 from monitoriza.healing.breaker import release as breaker_release
 from monitoriza.healing.budget import budget_key, record_attempt
@@ -52,10 +52,12 @@ from monitoriza.healing.budget import check as budget_check
 from monitoriza.healing.correlation import AlertEvent, is_symptom
 from monitoriza.healing.policy import Decision, Facts, decide, in_maintenance
 from monitoriza.healing.verify import verify
+from monitoriza.logs import bound_incident, get_logger
 from monitoriza.pipeline import worker_id
 from monitoriza.store import writing
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 
 __all__ = ["KILL_SWITCH_SETTING", "ActionJob", "HealOutcome", "Healer", "Listener",
            "breaker_key", "budget_key"]
@@ -160,8 +162,10 @@ class Healer:
                 # died with its healer must not leave the breaker waiting for it forever.
                 key = breaker_key(row.service, row.playbook)
                 breaker = repository.load_breaker(conn, key, self.settings.breaker)
-                repository.save_state(conn, key, breaker_record(
-                    breaker, False, now, self.settings.breaker).to_dict())
+                after = breaker_record(breaker, False, now, self.settings.breaker)
+                repository.save_state(conn, key, after.to_dict())
+                log_transition(row.service, row.playbook, breaker, after,
+                               incident=row.incident_id)
                 self.audit.append(conn, "action.interrupted", {
                     "action": row.id, "incident": row.incident_id, "service": row.service,
                     "playbook": row.playbook,
@@ -176,6 +180,12 @@ class Healer:
                     None)
 
     def execute(self, job: ActionJob) -> HealOutcome:
+        # Every line logged while this action is handled (ours, the executors', verify's)
+        # carries its incident and action ids.
+        with bound_incident(job.incident_id, action=job.id):
+            return self._execute(job)
+
+    def _execute(self, job: ActionJob) -> HealOutcome:
         book = self.playbook(job)
         if book is None:
             return self._finish_refused(job, Decision(
@@ -188,6 +198,10 @@ class Healer:
         if decision.verdict != "act":
             return self._finish_refused(job, decision, book=book, trial=trial)
         context = _context(job)
+        started = self.monotonic()
+        events.info("action.started", incident=job.incident_id, action=job.id,
+                    service=job.service, playbook=job.playbook, trial=trial,
+                    steps=len(book.steps), reason=decision.reason)
         with self._renewing(job):
             results = self._run_steps(book.steps, context)
             ok = all(result.ok for result in results)
@@ -201,8 +215,15 @@ class Healer:
             rollback: list[ActionResult] = []
             if not ok and book.rollback:
                 rollback = self._run_steps(book.rollback, context)
-        return self._finish_ran(job, book, ok, results=results, verify_detail=verify_detail,
-                                rollback=rollback)
+        outcome = self._finish_ran(job, book, ok, results=results,
+                                   verify_detail=verify_detail, rollback=rollback)
+        events.info("action.finished", incident=job.incident_id, action=job.id,
+                    service=job.service, playbook=job.playbook, outcome=outcome.outcome,
+                    duration_seconds=round(self.monotonic() - started, 3),
+                    reason=outcome.reason, verify=verify_detail or None,
+                    failed_step=next((r.target for r in results if not r.ok), None),
+                    rolled_back=bool(rollback))
+        return outcome
 
     def _run_steps(self, steps: list[Any], context: ActionContext) -> list[ActionResult]:
         results = []
@@ -272,6 +293,8 @@ class Healer:
             breaker_state = repository.load_breaker(conn, breaker_key(job.service, job.playbook),
                                                     self.settings.breaker)
             permit, breaker_after = breaker_acquire(breaker_state, now, self.settings.breaker)
+            log_transition(job.service, job.playbook, breaker_state, breaker_after,
+                           incident=job.incident_id)
             running = repository.running_by_service(conn)
             facts = Facts(
                 alert_firing=incident is not None and incident.state != "resolved",
@@ -294,7 +317,10 @@ class Healer:
             decision = decide(facts)
             if decision.verdict != "act":
                 if permit.trial:
-                    breaker_after = breaker_release(breaker_after)
+                    released = breaker_release(breaker_after)
+                    log_transition(job.service, job.playbook, breaker_after, released,
+                                   incident=job.incident_id)
+                    breaker_after = released
                 repository.save_state(conn, breaker_key(job.service, job.playbook),
                                       breaker_after.to_dict())
                 return decision, permit.trial
@@ -324,6 +350,9 @@ class Healer:
         with writing(self.engine) as conn:
             repository.finish_action(conn, job.id, outcome, now, decision.reason)
             self.audit.append(conn, f"action.{outcome}", data)
+        events.info("healing.refused", incident=job.incident_id, action=job.id,
+                    service=job.service, playbook=job.playbook, outcome=outcome,
+                    check=decision.check, reason=decision.reason)
         result = HealOutcome(job, outcome, decision.reason, decision.check)
         self._tell(result)
         return result
@@ -342,8 +371,9 @@ class Healer:
             late = not repository.held_by(conn, job.id, self.owner, "running")
             key = breaker_key(job.service, job.playbook)
             state = repository.load_breaker(conn, key, self.settings.breaker)
-            repository.save_state(conn, key, breaker_record(
-                state, ok, now, self.settings.breaker).to_dict())
+            after = breaker_record(state, ok, now, self.settings.breaker)
+            repository.save_state(conn, key, after.to_dict())
+            log_transition(job.service, job.playbook, state, after, incident=job.incident_id)
             repository.record_outcome(conn, repository.incident_signature(conn, job.incident_id),
                                       job.service, job.playbook, ok)
             repository.finish_action(conn, job.id, outcome, now, reason)

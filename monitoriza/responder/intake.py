@@ -16,12 +16,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from monitoriza.logs import first, get_logger
 from monitoriza.responder.auth import protect
 from monitoriza.responder.errors import error
 from monitoriza.responder.state import responder_of
 from monitoriza.responder.webhook import WebhookError, parse_notification
 
 log = logging.getLogger(__name__)
+events = get_logger(__name__)
 blueprint = protect(Blueprint("intake", __name__))
 
 
@@ -72,6 +74,14 @@ def receive_alerts() -> tuple[Response, int]:
         log.exception("journal write failed; answering 503 so that Alertmanager retries")
         return error(503, "service unavailable", "the journal cannot be written right now")
     state.worker.wake()
+    firing = sum(alert.status == "firing" for alert in notification.alerts)
+    # The fingerprints tie this line to the incident lines the worker logs for them later.
+    events.info("notification.accepted", receiver=notification.receiver,
+                group_key=notification.groupKey, alerts=accepted.alerts, new=accepted.new,
+                duplicates=accepted.duplicates, firing=firing,
+                resolved=len(notification.alerts) - firing,
+                truncated_alerts=notification.truncatedAlerts,
+                fingerprints=first(alert.fingerprint for alert in notification.alerts))
     state.metrics.alerts_received.inc(accepted.alerts)
     state.metrics.duplicates.inc(accepted.duplicates)
     state.metrics.truncated.inc(notification.truncatedAlerts)

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -47,6 +48,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from werkzeug.http import HTTP_STATUS_CODES
 
 from monitoriza.config.schema import Config, Responder
+from monitoriza.logs import get_logger, log_config_loaded
 from monitoriza.responder.app import create_app, read_token, stop_app
 
 log = logging.getLogger(__name__)
@@ -379,11 +381,15 @@ class ResponderServer:
         log.info("responder stopped accepting and finished its requests")
 
 
-def serve(config: Config, listen: str | None = None) -> int:
+def serve(config: Config, listen: str | None = None, config_file: Path | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; ``config_file`` is where ``config`` was read from (the
+    console finds the drill results beside it)."""
     # Fail fast, before binding, on a missing token.
     read_token(config.responder.token_file)
     server = ResponderServer(config.responder, listen or config.responder.listen)
-    app = create_app(config)
+    app = create_app(config, config_file=config_file)
+    if config_file is not None:
+        log_config_loaded(get_logger(__name__), config, config_file, reload=False)
     server.mount(app)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -6,13 +6,16 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from monitoriza.exporter.probes.base import ProbeOutcome
+from monitoriza.logs import register_secret
 
 
 def read_password(path: str | None) -> str | None:
     """The password in ``path``, without the trailing newline editors and ``echo`` add."""
     if path is None:
         return None
-    return Path(path).read_text(encoding="utf-8").strip()
+    password = Path(path).read_text(encoding="utf-8").strip()
+    register_secret(password)  # never in a log line, whatever logs it
+    return password
 
 
 def password_file_failure(path: str | None, exc: OSError | UnicodeDecodeError) -> ProbeOutcome:
