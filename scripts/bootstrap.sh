@@ -19,6 +19,7 @@ declare -A PACKAGES=(
   [dockerd]=docker.io
   [runuser]=util-linux
   [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 # What `make run` (monitoriza up --demo) needs; Docker is optional there.
 RUN_BINARIES=(prometheus prometheus-alertmanager redis-server)

@@ -21,7 +21,8 @@ pytest_plugins = [
 #: ``make unit`` (``-n 4 --dist loadfile``) starts them at once on separate workers instead
 #: of last, after everything else; the order inside each file is kept.
 SLOW_FILES_FIRST = ("test_drill_run_e2e.py", "test_stack_e2e.py", "test_drill_broken_e2e.py",
-                    "test_wheel.py", "test_forecast_e2e.py", "test_cluster.py")
+                    "test_wheel.py", "test_logs.py", "test_alertmanager.py",
+                    "test_forecast_e2e.py", "test_cluster.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -300,6 +300,10 @@ class TestSelfRaisedAlerts:
         assert http_target.hits("/heal/web") == 0
 
 
+#: The console's login page and its HTML 404 for unknown console paths need no session.
+CONSOLE_OPEN = frozenset({"console.login", "console.login_submit", "console.not_found"})
+
+
 class TestOneAuthGuard:
     """Every endpoint but the operational ones needs the bearer token, through one guard."""
 
@@ -308,7 +312,9 @@ class TestOneAuthGuard:
 
     def test_every_api_endpoint_refuses_without_a_token(self, tmp_path: Path,
                                                         store_url: str) -> None:
-        """Walk the app's routes: each one not in OPEN answers 401 to every method it has."""
+        """Walk the app's routes: each one not in OPEN answers 401 to every method it has;
+        the console's pages (a login of their own, tests/test_console.py) send a caller
+        without a session to the login page instead."""
         app, _ = build(tmp_path, store_url, {"web": {}}, FakeClock())
         client = app.test_client()
         guarded = 0
@@ -316,7 +322,12 @@ class TestOneAuthGuard:
             path = re.sub(r"<[^>]+>", "1", rule.rule)  # every converter takes "1"
             for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
                 response = client.open(path, method=method)
-                if rule.rule in self.OPEN:
+                if rule.rule.startswith("/console") and rule.endpoint not in CONSOLE_OPEN:
+                    assert response.status_code == 302, (method, rule.rule)
+                    assert response.location.startswith("/console/login"), rule.rule
+                elif rule.endpoint in CONSOLE_OPEN:  # a page, even a refused login's
+                    assert response.mimetype == "text/html", (method, rule.rule)
+                elif rule.rule in self.OPEN:
                     assert response.status_code != 401, (method, rule.rule)
                 else:
                     assert response.status_code == 401, (method, rule.rule)

@@ -374,6 +374,22 @@ class Healing(Strict):
     chat: Chat | None = None
 
 
+class ConsoleSettings(Strict):
+    """The responder's web console (docs/console.md): who may log in and how sessions last."""
+
+    enabled: bool = True
+    # Signs the session cookie; generated (0600) on first start when missing. Unset, the
+    # secret is derived from the responder's token (changing the token ends every session).
+    session_secret_file: str | None = None
+    # A second token that logs in read-only: sees everything, changes nothing.
+    readonly_token_file: str | None = None
+    session_lifetime: Duration = 43200.0
+    # Seconds between the pages' own refreshes (no JavaScript: a meta refresh).
+    refresh: Duration = 10.0
+    # The history window of the overview's sparklines.
+    trend_window: Duration = 21600.0
+
+
 class Responder(Strict):
     """The Alertmanager webhook: where it listens, where it keeps state, how it authenticates."""
 
@@ -400,6 +416,7 @@ class Responder(Strict):
     max_connections: Annotated[int, Field(ge=16, le=65536)] = 4096
     audit: Audit = Field(default_factory=Audit)
     healing: Healing = Field(default_factory=Healing)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
 
 # The service names of the file being validated, so that a flow's ``services`` entry is

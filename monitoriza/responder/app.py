@@ -6,7 +6,9 @@ healing), the healer, chat and escalation into one app. Blueprints add the
 endpoints: intake (``POST /api/v1/alerts``), audit (``/api/v1/audit``), the healing API
 (incidents, operational memory, the kill switch), dead letters, fire drills
 (``/api/v1/drills``), and operations (health, readiness, metrics, OpenAPI). Every blueprint
-but operations is guarded by the one bearer-token check of :mod:`monitoriza.responder.auth`.
+but operations and the console is guarded by the one bearer-token check of
+:mod:`monitoriza.responder.auth`; the console (``/console``, :mod:`monitoriza.console`) has its
+own login and session.
 Tests pass ``start_worker=False`` and drive the worker and the healer themselves.
 """
 
@@ -22,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from monitoriza.audit.log import AuditLog
 from monitoriza.audit.metrics import AuditHeadCollector
 from monitoriza.config.schema import Config
+from monitoriza.console import init_console
 from monitoriza.exceptions import ConfigError
 from monitoriza.healing.chat import notifier_from_config
 from monitoriza.healing.decide import HealingProcessor
@@ -29,6 +32,7 @@ from monitoriza.healing.healer import Healer, HealOutcome
 from monitoriza.healing.metrics import HealingCollector
 from monitoriza.healing.notices import NoticeSender
 from monitoriza.healing.notify import Escalator, IncidentNotifier
+from monitoriza.logs import register_secret
 from monitoriza.pipeline import JournalRow
 from monitoriza.responder import audit_api, drills, healing_api, intake, operations
 from monitoriza.responder.dead_letters import blueprint as dead_letters_api
@@ -50,15 +54,20 @@ def read_token(path: str) -> str:
         raise ConfigError([f"responder.token_file: cannot read {path}: {exc.strerror}"]) from None
     if not token:
         raise ConfigError([f"responder.token_file: {path} is empty"])
+    register_secret(token)  # never in a log line, whatever logs it
     return token
 
 
 def create_app(config: Config, *, token: str | None = None, start_worker: bool = True,
-               test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the responder app for ``config``; raises ConfigError for a missing token."""
+               test_config: dict[str, Any] | None = None,
+               config_file: Path | None = None) -> Flask:
+    """Build the responder app for ``config`` (read from ``config_file``, if known: the
+    console shows the drill results beside it); raises ConfigError for a missing token."""
     settings = config.responder
     app = Flask("monitoriza.responder")
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    if config_file is not None:
+        app.config["MONITORIZA_CONFIG_FILE"] = str(config_file.absolute())
     if test_config:
         app.config.update(test_config)
 
@@ -105,6 +114,7 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     app.register_blueprint(healing_api.blueprint)
     app.register_blueprint(dead_letters_api)
     app.register_blueprint(drills.blueprint)
+    init_console(app, settings.console, responder_of(app).token)
 
     @app.errorhandler(HTTPException)
     def json_error(error: HTTPException) -> tuple[Any, int]:

@@ -12,16 +12,15 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
-from monitoriza.healing import repository
+from monitoriza.healing import kill_switch, repository
 from monitoriza.healing.correlation import AlertSummary
-from monitoriza.healing.healer import KILL_SWITCH_SETTING
 from monitoriza.healing.memory import Outcomes, success_ratio
 from monitoriza.responder.auth import protect
 from monitoriza.responder.drill_events import IDENTIFIER
 from monitoriza.responder.errors import error
 from monitoriza.responder.query import MAX_ID, integer_arg
 from monitoriza.responder.state import responder_of
-from monitoriza.store import incidents, reading, writing
+from monitoriza.store import incidents, reading
 
 blueprint = protect(Blueprint("healing", __name__))
 
@@ -161,9 +160,6 @@ def set_kill_switch() -> tuple[Response, int]:
     if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
         return error(400, "bad request", 'the body must be {"enabled": true|false}')
     state = responder_of(current_app)
-    with writing(state.journal.engine) as conn:
-        repository.put_setting(conn, KILL_SWITCH_SETTING, "on" if body["enabled"] else "off")
-        state.audit.append(conn, "kill_switch", {
-            "enabled": body["enabled"], "by": "api",
-            "reason": str(body.get("reason", ""))[:500]})
+    kill_switch.set_kill_switch(state.journal.engine, state.audit, enabled=body["enabled"],
+                                by="api", reason=str(body.get("reason", "")))
     return jsonify(enabled=body["enabled"]), 200

@@ -80,6 +80,9 @@ class ResponderMetrics:
         Info("monitoriza_responder_build", "Monitoriza version", registry=self.registry).info(
             {"version": __version__})
 
+        self.console_logins = Counter(
+            "monitoriza_console_logins", "Console logins, by result (success, failure)",
+            ["result"], registry=self.registry)
         self.healing_actions = Counter(
             "monitoriza_healing_actions", "Healing actions by outcome",
             ["service", "action", "outcome"], registry=self.registry)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
+from monitoriza.audit.chain import VerifyResult
 from monitoriza.audit.log import AuditLog
 from monitoriza.responder.metrics import ResponderMetrics
 
@@ -20,11 +22,16 @@ class AuditVerifier:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The latest verification and when it ran, for the console (the metrics carry only
+        # the outcome, not why it failed).
+        self.last: VerifyResult | None = None
+        self.last_at: float | None = None
 
     def verify(self) -> bool:
         result = self.audit.verify()
         if not result.ok:
             log.error("audit chain verification failed: %s", result.reason)
+        self.last, self.last_at = result, time.time()
         self.metrics.verify_success.set(1 if result.ok else 0)
         self.metrics.verify_time.set_to_current_time()
         return result.ok
