@@ -52,6 +52,7 @@ from tests.support.binaries import free_port, require_binary, stop_process, wait
 from tests.support.dockerd import DockerEngine
 from tests.support.exposition import promtool_check_metrics, value
 from tests.support.redis_server import RedisServer
+from tests.support.stack import free_base_port
 
 HOST = "127.0.0.1"
 BACKEND = HttpService("backend", 1, ("database", "redis"), redis_port=2)
@@ -416,6 +417,42 @@ class TestDemoServer:
         lines = chat_path(demo.run_dir).read_text().splitlines()
         assert [json.loads(line) for line in lines] == entries
 
+    def test_chat_inbox_is_a_page_in_a_browser(self, demo: Demo) -> None:
+        """A browser's Accept gets an HTML page: newest first, receiver, time, title, text
+        and fields, every value escaped; API clients (``*/*``, JSON) still get the JSON."""
+        chat = f"{demo.url('chat')}/chat"
+        requests.post(f"{chat}/team", timeout=5, json={
+            "text": "[P3] redis is down", "attachments": [
+                {"title": "ServiceDown <script>alert(1)</script>", "text": "redis & co",
+                 "color": "#f57c00", "fields": [{"title": "service", "value": "redis"}]}]})
+        requests.post(f"{chat}/responder", timeout=5, json={
+            "text": "[resolved] Healed: redis (restart-redis) (incident #4)",
+            "attachments": [{"title": "Healed: redis (restart-redis)",
+                             "text": "healed; probe redis succeeded",
+                             "color": "red;background:url(x)"}]})
+        browser = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,"
+                   "image/webp,*/*;q=0.8")
+        page = requests.get(chat, headers={"Accept": browser}, timeout=5)
+        assert page.status_code == 200
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+        text = page.text
+        assert text.index("Healed: redis (restart-redis)") < text.index("ServiceDown")
+        assert "ServiceDown &lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert "<script>" not in text and "redis &amp; co" in text
+        assert "<strong>responder</strong>" in text and "<strong>team</strong>" in text
+        assert "<dt>service</dt><dd>redis</dd>" in text
+        assert "border-color:#f57c00" in text and "url(x)" not in text  # a colour, or grey
+        assert time.strftime("%Y-%m-%d", time.gmtime()) in text and " UTC</time>" in text
+        one = requests.get(f"{chat}?receiver=responder", headers={"Accept": browser},
+                           timeout=5).text
+        assert "Healed" in one and "ServiceDown" not in one
+        for accept in ("*/*", "application/json", "text/html;q=0.5, application/json"):
+            answer = requests.get(chat, headers={"Accept": accept}, timeout=5)
+            assert answer.headers["Content-Type"] == "application/json", accept
+            assert [entry["receiver"] for entry in answer.json()] == ["team", "responder"]
+        forced = requests.get(f"{chat}?format=html", timeout=5)
+        assert forced.headers["Content-Type"].startswith("text/html")
+
     def test_chat_concurrent_posts_are_all_kept(self, demo: Demo) -> None:
         """Alerts posted at the same moment each end up as one whole line of the inbox."""
         def post(number: int) -> None:
@@ -582,3 +619,59 @@ class TestContainerFaults:
 def _status(container: Any) -> str:
     container.reload()
     return str(container.status)
+
+
+class TestChatPageSummary:
+    """What the chat page makes of each kind of payload the inbox stores."""
+
+    def test_alertmanager_slack_webhook_and_unknown_payloads(self) -> None:
+        from monitoriza.demo.chat_page import summarize  # noqa: PLC0415
+
+        slack = summarize({"receiver": "oncall", "received_at": 0, "payload": {
+            "attachments": [{"title": "[FIRING:1] P2", "text": "down", "color": "danger"}]}})
+        assert (slack.title, slack.text, slack.color) == ("[FIRING:1] P2", "down", "#d32f2f")
+        webhook = summarize({"receiver": "deadmans-switch", "payload": {
+            "status": "firing", "groupKey": "{}:{}", "alerts": [
+                {"labels": {"alertname": "Watchdog"}}, {"labels": {"alertname": "Watchdog"}}]}})
+        assert (webhook.title, webhook.text) == ("[FIRING] Watchdog", "2 alert(s), group {}:{}")
+        assert webhook.received_at is None and webhook.color == "#9e9e9e"
+        odd = summarize({"receiver": "team", "payload": {"blocks": [1]}})
+        assert (odd.title, odd.text) == ("(no title)", '{"blocks": [1]}')
+
+
+class TestDemoStackWiring:
+    """What ``monitoriza up --demo`` writes before it starts anything: the responder posts to
+    the chat inbox, and the ready message points at the console and how to log in."""
+
+    def test_responder_chat_and_console_lines(self, tmp_path: Path,
+                                              docker_engine: DockerEngine) -> None:
+        """The webhook URL file (0600, the inbox's ``responder`` receiver) is what the
+        responder's configuration names; off a terminal the login line tells how to print
+        the token and never prints it; on one it is printed."""
+        import io  # noqa: PLC0415 - only this test writes to a buffer
+
+        from monitoriza.config import load_config  # noqa: PLC0415
+        from monitoriza.stack.up import UpOptions, plan, urls  # noqa: PLC0415
+
+        for name in ("prometheus", "prometheus-alertmanager", "redis-server"):
+            require_binary(name)
+        run_dir = tmp_path / "run"
+        planned = plan(UpOptions(config=None, demo=True, run_dir=run_dir,
+                                 base_port=free_base_port(), docker_host=docker_engine.url),
+                       io.StringIO())
+        assert planned.docker is not None
+        planned.docker[0].close()
+        chat = load_config(planned.config_path).responder.healing.chat
+        assert chat is not None
+        webhook = Path(chat.webhook_url_file)
+        assert webhook == planned.run_dir / "secrets" / "chat-webhook-url"
+        host, ports = planned.ports.host, planned.ports
+        assert webhook.read_text() == f"http://{host}:{ports.chat}/chat/responder\n"
+        assert webhook.stat().st_mode & 0o777 == 0o600
+        token_file = planned.run_dir / "secrets" / "responder-token"
+        token = token_file.read_text().strip()
+        lines = urls(planned)
+        assert lines[0] == f"  console        http://{host}:{ports.responder}/console/"
+        assert lines[1] == f"    log in with the responder's token: cat {token_file}"
+        assert not any(token in line for line in lines)
+        assert f"token: {token}" in urls(planned, token=token)[1]

@@ -13,7 +13,9 @@
   under the ``break-checkins`` fault a service answers both with a 500;
 * the chat port stands in for Slack: ``POST /chat/<receiver>`` appends the JSON payload to
   ``RUN/demo/chat.jsonl`` and answers ``ok`` as Slack does; ``GET /chat`` lists what arrived
-  (``?receiver=oncall`` for one receiver).
+  (``?receiver=oncall`` for one receiver): JSON for scripts, an HTML page, newest message
+  first, for a browser (``Accept: text/html``; ``?format=html|json`` forces either), see
+  :mod:`monitoriza.demo.chat_page`.
 
 Faults are read from ``RUN/demo/faults.json`` whenever that file changes, so a fault command
 takes effect at the next request. ``/metrics`` keeps answering under ``down`` and ``slow``:
@@ -52,6 +54,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from monitoriza.demo import DemoError
+from monitoriza.demo.chat_page import render_page, wants_html
 from monitoriza.demo.checkins import CheckinBook
 from monitoriza.demo.health import (
     CHECKINS_BROKEN_STATUS,
@@ -381,13 +384,22 @@ class ChatApp:
                 return
             self._post(request, parts[1])
         elif method == "GET" and parts == ["chat"]:
-            receiver = parse_qs(url.query).get("receiver", [None])[0]
+            query = parse_qs(url.query)
+            receiver = query.get("receiver", [None])[0]
+            stored = self.entries()
             entries = [
                 entry
-                for entry in self.entries()
+                for entry in stored
                 if receiver is None or entry.get("receiver") == receiver
             ]
-            request.send_json(HTTPStatus.OK, entries)
+            wanted = query.get("format", [None])[0]
+            if wanted == "html" or (wanted is None
+                                    and wants_html(request.headers.get("Accept"))):
+                receivers = sorted({str(entry.get("receiver", "")) for entry in stored})
+                page = render_page(entries, receiver=receiver, receivers=receivers)
+                request.send(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+            else:
+                request.send_json(HTTPStatus.OK, entries)
         else:
             request.send_json(HTTPStatus.NOT_FOUND, {"error": f"no {method} {url.path} here"})
 

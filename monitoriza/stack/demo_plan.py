@@ -234,6 +234,21 @@ def demo_flows(ports: StackPorts) -> dict[str, Any]:
         ]}}
 
 
+# The chat inbox's receiver for the responder's own posts (healed, refused, incident opened).
+RESPONDER_CHAT_RECEIVER = "responder"
+
+
+def chat_webhook_file(run_dir: Path) -> Path:
+    """Where ``monitoriza up`` writes the responder's chat webhook URL (a secret for a real
+    Slack webhook, so it lives in a file beside the token, never in the configuration)."""
+    return run_dir / "secrets" / "chat-webhook-url"
+
+
+def chat_webhook_url(ports: StackPorts) -> str:
+    """The demo chat inbox's address for the responder's posts."""
+    return f"http://{ports.host}:{ports.chat}/chat/{RESPONDER_CHAT_RECEIVER}"
+
+
 def _responder_section(ports: StackPorts, paths: DemoPaths, scale: float) -> dict[str, Any]:
     """Run-directory paths, and the healing timers scaled like the rules."""
     run = paths.run_dir / "responder"
@@ -257,5 +272,6 @@ def _responder_section(ports: StackPorts, paths: DemoPaths, scale: float) -> dic
             "recovery_cooldown": _scaled(180, scale),
             "blast_radius_window": _scaled(60, scale),
             "alertmanager_url": f"http://{ports.host}:{ports.alertmanager}",
+            "chat": {"webhook_url_file": str(chat_webhook_file(paths.run_dir))},
         },
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -114,6 +115,20 @@ def write_token(path: Path) -> None:
     path.write_text(secrets.token_urlsafe(32) + "\n")
 
 
+def write_secret(path: Path, value: str) -> None:
+    """``value`` in ``path``, readable by this user only (created so, never widened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(value + "\n", encoding="utf-8")
+
+
+def write_secrets(token_file: Path, run_dir: Path, ports: StackPorts, *, demo: bool) -> None:
+    """The responder's token and, for the demo, its chat webhook URL (the chat inbox)."""
+    write_token(token_file)
+    if demo:
+        write_secret(demo_plan.chat_webhook_file(run_dir), demo_plan.chat_webhook_url(ports))
+
+
 def _anchored(value: object, base: Path) -> Any:
     """``value`` with every relative path it holds made absolute against ``base``: the values of
     keys ending in ``_file``, and a relative ``sqlite:///`` store URL."""
@@ -209,7 +224,7 @@ def plan(options: UpOptions, out: TextIO) -> Plan:
         source = options.config or config_path
         raise UsageError("\n".join(f"{source}: {message}" for message in exc.messages)) from None
     token_file = Path(loaded.responder.token_file).resolve()
-    write_token(token_file)
+    write_secrets(token_file, run_dir, ports, demo=options.demo)
     rules_dir = run_dir / "rules"
     render_rules(default_rules_dir(), rules_dir, scale)
     write_yaml(run_dir / "prometheus" / "prometheus.yml",
@@ -306,15 +321,27 @@ def start_all(plan_: Plan, supervisor: Supervisor) -> None:
         timeout=60.0))
 
 
-def urls(plan_: Plan) -> list[str]:
-    """What to open, one line each."""
+def token_path(plan_: Plan) -> Path:
+    """The responder's token file, as the configuration the stack runs names it."""
+    return Path(load_config(plan_.config_path).responder.token_file).resolve()
+
+
+def urls(plan_: Plan, *, token: str | None = None) -> list[str]:
+    """What to open, one line each. ``token`` (given only when the output is a terminal,
+    never into a kept log) is printed on the console's login line; otherwise the line says
+    how to print it."""
     host, ports = plan_.ports.host, plan_.ports
-    lines = [f"  Prometheus     http://{host}:{ports.prometheus}  (alerts: /classic/alerts)",
+    token_file = token_path(plan_)
+    login = (f"token: {token}" if token is not None
+             else f"token: cat {shlex.quote(str(token_file))}")
+    lines = [f"  console        http://{host}:{ports.responder}/console/",
+             f"    log in with the responder's {login}",
+             f"  Prometheus     http://{host}:{ports.prometheus}  (alerts: /classic/alerts)",
              f"  Alertmanager   http://{host}:{ports.alertmanager}",
              f"  exporter       http://{host}:{ports.exporter}/metrics",
              f"  responder      http://{host}:{ports.responder}/api/v1/incidents "
-             f"(token: {plan_.run_dir / 'secrets' / 'responder-token'})",
-             f"  chat inbox     http://{host}:{ports.chat}/chat"]
+             f"(token: {token_file})",
+             f"  chat inbox     http://{host}:{ports.chat}/chat  (a page in a browser)"]
     if plan_.demo_paths is not None:
         lines.append(f"  try: monitoriza demo fault redis down --run-dir {plan_.run_dir}")
     return lines
@@ -336,7 +363,10 @@ def run_up(options: UpOptions, out: TextIO = sys.stdout) -> int:
         print(f"monitoriza up: starting (run directory {plan_.run_dir})", file=out, flush=True)
         start_all(plan_, supervisor)
         print("monitoriza up: ready; Ctrl-C stops everything", file=out, flush=True)
-        for line in urls(plan_):
+        token = None
+        if out.isatty():  # a terminal only: a token printed into a kept log would leak
+            token = token_path(plan_).read_text(encoding="utf-8").strip()
+        for line in urls(plan_, token=token):
             print(line, file=out, flush=True)
         while True:
             dead = supervisor.dead()
