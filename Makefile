@@ -37,6 +37,7 @@ bench: bootstrap
 	$(PY) benchmarks/audit.py
 	$(PY) benchmarks/forecast_speed.py
 	$(PY) benchmarks/forecast_eval.py
+	$(PY) benchmarks/console.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
