@@ -13,13 +13,22 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitoriza.drill.loadgen import STARTED_LINE
+from monitoriza.exceptions import MonitorizaError
+
 #: Longer than any drill: the load is stopped by SIGINT when the drill ends.
 OPEN_ENDED_DURATION = "24h"
+START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 60.0
+
+
+class LoadError(MonitorizaError):
+    """The load could not be started (the drill injects nothing then)."""
 
 
 @dataclass
@@ -43,7 +52,24 @@ class BackgroundLoad:
         with log.open("wb") as out:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                        stderr=subprocess.STDOUT, start_new_session=True)
-        return cls(flow, process, results, log)
+        load = cls(flow, process, results, log)
+        load.wait_started()
+        return load
+
+    def wait_started(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
+        """Wait until Locust's users run (its start-up line in the log): a fault is only
+        "under load" once the load is on. LoadError when it exits or never starts."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if STARTED_LINE.encode() in self.log.read_bytes():
+                return
+            if self.process.poll() is not None:
+                raise LoadError(f"drill load of {self.flow} exited with status "
+                                f"{self.process.returncode} before it started; see {self.log}")
+            time.sleep(0.1)
+        self.stop()
+        raise LoadError(f"drill load of {self.flow} did not start within {timeout:g}s; "
+                        f"see {self.log}")
 
     def stop(self) -> dict[str, Any]:
         """Stop the load (it stores its results) and say where they are."""

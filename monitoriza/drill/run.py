@@ -32,7 +32,7 @@ from typing import Any, TextIO
 from monitoriza.config import load_config
 from monitoriza.config.schema import Config
 from monitoriza.drill import chaos, inject
-from monitoriza.drill.background_load import BackgroundLoad
+from monitoriza.drill.background_load import BackgroundLoad, LoadError
 from monitoriza.drill.commands import (
     EXIT_BAD_INPUT,
     PLAN_INPUT_ERRORS,
@@ -465,10 +465,14 @@ def run_command(options: RunOptions, *, out: TextIO, err: TextIO) -> int:
     completed = False
     load = None
     if options.under_load is not None:
-        load = BackgroundLoad.start(
-            options.config, options.under_load, users=options.load_users,
-            rate=options.load_rate, directory=chaos.drills_dir(options.config),
-            drill_id=runner.record.drill_id, slo=options.load_slo)
+        try:
+            load = BackgroundLoad.start(
+                options.config, options.under_load, users=options.load_users,
+                rate=options.load_rate, directory=chaos.drills_dir(options.config),
+                drill_id=runner.record.drill_id, slo=options.load_slo)
+        except LoadError as exc:
+            err.write(f"nothing injected: {exc}\n")
+            return EXIT_BAD_INPUT
         out.write(f"under load: flow {options.under_load} at {options.load_rate:g}/s "
                   f"({options.load_users} users), log {load.log}\n")
     try:

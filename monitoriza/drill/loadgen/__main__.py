@@ -34,6 +34,7 @@ import requests
 
 from monitoriza.config import load_config
 from monitoriza.config.schema import Flow
+from monitoriza.drill.loadgen import STARTED_LINE
 from monitoriza.drill.slo import PERCENTILES
 from monitoriza.flows.model import FlowResult
 from monitoriza.flows.runner import run_flow
@@ -123,6 +124,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     # Every user in one go (Locust warns above 100 a second, but a ramp would lower the
     # achieved rate); on_start spreads their first runs over one pacing period.
     runner.start(users, spawn_rate=users)
+    # Who waits for the load to be on (drill run --under-load) reads this line.
+    print(f"{STARTED_LINE} {name}: {users} users at {rate:g}/s", file=sys.stderr, flush=True)
     next_progress = started + every
     interrupted = False
     try:
