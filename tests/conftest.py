@@ -20,7 +20,8 @@ pytest_plugins = [
 #: The longest files: whole stacks waiting on real (scaled) timers. Collected first, so that
 #: ``make unit`` (``-n 4 --dist loadfile``) starts them at once on separate workers instead
 #: of last, after everything else; the order inside each file is kept.
-SLOW_FILES_FIRST = ("test_drill_run_e2e.py", "test_stack_e2e.py", "test_drill_broken_e2e.py",
+SLOW_FILES_FIRST = ("test_stack_e2e.py", "test_drill_run_e2e.py", "test_drill_faults_e2e.py",
+                    "test_drill_broken_e2e.py",
                     "test_wheel.py", "test_logs.py", "test_alertmanager.py",
                     "test_forecast_e2e.py", "test_cluster.py")
 
