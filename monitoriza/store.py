@@ -154,6 +154,9 @@ incidents = Table(
     # The fire drill whose window was open, over some of its services, when it opened
     # (monitoriza.healing.drill_windows); nullable: added in place to earlier stores.
     Column("drill_id", _string(64)),
+    # The site (condominium) it happened at (monitoriza.healing.sites); NULL in rows of
+    # stores older than sites, which belong to the configured default site.
+    Column("site", _string(255)),
 )
 Index("incidents_state", incidents.c.state)
 Index("incidents_drill_id", incidents.c.drill_id, incidents.c.id)
@@ -212,6 +215,7 @@ actions = Table(
     Column("finished_at", Float),
     Column("outcome", _string(16)),  # success, failure, dry_run, blocked, skipped
     Column("detail", Text),
+    Column("site", _string(255)),  # the target's site; NULL: the default site (older rows)
 )
 Index("actions_state_id", actions.c.state, actions.c.id)
 
@@ -223,7 +227,25 @@ healing_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 
-# Operational memory: outcomes per (alert signature, service, action).
+# Operational memory: outcomes per (site, alert signature, service, action). A new table
+# rather than a ``site`` column on ``memory``: the site belongs in the primary key, which
+# adding a column in place cannot change. Rows of ``memory`` (stores older than sites) are
+# read as the default site's and no longer written.
+site_memory = Table(
+    "site_memory", metadata,
+    Column("site", _string(255), primary_key=True),
+    Column("signature", _string(512), primary_key=True),
+    Column("service", _string(255), primary_key=True),
+    Column("action", _string(255), primary_key=True),
+    Column("successes", Integer, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("updated_at", Float, nullable=False),
+)
+# Pooled evidence is read across sites by (signature, service).
+Index("site_memory_signature", site_memory.c.signature, site_memory.c.service)
+
+# Operational memory of stores older than sites: outcomes per (alert signature, service,
+# action), all of the default site. Read, never written.
 memory = Table(
     "memory", metadata,
     Column("signature", _string(512), primary_key=True),
@@ -259,6 +281,8 @@ drill_windows = Table(
     Column("expires_at", Float, nullable=False),
     Column("ended_at", Float),
     Column("ended_by", _string(16)),  # end or abort
+    # The site the drill runs at; NULL: every site (and windows of stores older than sites).
+    Column("site", _string(255)),
 )
 Index("drill_windows_expires_at", drill_windows.c.expires_at)
 

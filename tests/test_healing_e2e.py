@@ -209,7 +209,7 @@ class TestNoRestartLoop:
         assert done[3:] == ["blocked"] * 3
         breaker = client.get("/metrics").text
         assert ('monitoriza_healing_breaker_state{action="restart-flaky",service="flaky",'
-                'state="open"} 1.0') in breaker
+                'site="default",state="open"} 1.0') in breaker
         assert capture_server.wait_for(
             lambda post: "MonitorizaHealingRefused" in post.raw.decode(), 10.0,
             "a P2 escalation to Alertmanager")

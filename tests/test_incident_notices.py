@@ -84,7 +84,7 @@ class TestNoticeAlerts:
                                   ended=False, outcome="Healed: restart on guardian")
         assert notice["labels"] == {"alertname": NOTICE_ALERTNAME, "incident": "7",
                                     "severity": "P3", "root_cause": "guardian",
-                                    "monitoriza_raised_by": "responder"}
+                                    "site": "default", "monitoriza_raised_by": "responder"}
         annotations: Any = notice["annotations"]
         assert annotations["summary"] == "Incident #7: guardian; symptoms: api-gateway"
         assert "Healed: restart on guardian" in annotations["description"]

@@ -1,22 +1,27 @@
 """A store written by the previous release opens with this one, upgraded in place.
 
 The fixture (tests/fixtures/store-edf6060, see its README) was written by release edf6060:
-its journal lacks the retry columns and its incident keeps its alerts as JSON.
+its journal lacks the retry columns, its incident keeps its alerts as JSON, and nothing in it
+names a site.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import Config, config_from_data
+from monitoriza.healing import repository
+from monitoriza.healing.memory import Outcomes
 from monitoriza.responder.app import create_app
 from monitoriza.responder.state import responder_of
-from monitoriza.store import add_missing_columns, add_missing_indexes, create_store
+from monitoriza.store import add_missing_columns, add_missing_indexes, create_store, incidents
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-edf6060"
 
@@ -95,5 +100,73 @@ class TestUpgradeInPlace:
                                              headers={"Authorization": "Bearer t"})
             assert [(found["root_cause"]["service"], found["drill"])
                     for found in response.get_json()["incidents"]] == [("redis", None)]
+        finally:
+            responder_of(app).journal.engine.dispose()
+
+
+def _alert(fingerprint: str, **labels: str) -> str:
+    return json.dumps({"version": "4", "receiver": "responder", "status": "firing",
+                       "groupKey": "{}:{}", "truncatedAlerts": 0, "groupLabels": {},
+                       "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+                       "alerts": [{"status": "firing", "fingerprint": fingerprint,
+                                   "startsAt": "2026-12-01T10:00:00Z",
+                                   "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "",
+                                   "annotations": {},
+                                   "labels": {"alertname": "ProbeFailing", "service": "redis",
+                                              "severity": "P3", **labels}}]})
+
+
+class TestSitesInAnOldStore:
+    """A store from before sites opens with everything it holds in the default site."""
+
+    def test_rows_belong_to_the_default_site(self, old_store: Path) -> None:
+        """Opening adds the site columns and the per-site memory table; the old open
+        incident is the default site's (an unlabelled redis alert joins it, aurora's opens
+        its own), and the old release's memory counts as the default site's: local there,
+        pooled at aurora."""
+        database = old_store / "responder.db"
+        with sqlite3.connect(database) as conn:
+            # What the old release wrote after a successful heal (its own table and key).
+            conn.execute("INSERT INTO memory (signature, service, action, successes, "
+                         "failures, updated_at) VALUES ('redis:service:ServiceDown', "
+                         "'redis', 'restart', 2, 1, 1.0)")
+        config = config_for(old_store)
+        app = create_app(config, token="t", start_worker=False)
+        try:
+            assert "site" in columns(database, "incidents")
+            assert "site" in columns(database, "actions")
+            assert "site" in columns(database, "drill_windows")
+            assert {"site", "signature"} <= columns(database, "site_memory")
+            client = app.test_client()
+            for fingerprint, labels in (("new-unlabelled", {}),
+                                        ("new-aurora", {"site": "aurora"})):
+                response = client.post("/api/v1/alerts", data=_alert(fingerprint, **labels),
+                                       headers={"Authorization": "Bearer t"},
+                                       content_type="application/json")
+                assert response.status_code == 200, response.get_data(as_text=True)
+            state = responder_of(app)
+            while state.worker.run_once():
+                pass
+            with state.journal.engine.connect() as conn:
+                rows = conn.execute(select(incidents.c.id, incidents.c.site)
+                                    .order_by(incidents.c.id)).all()
+                # The old incident took the unlabelled alert, and its site with it.
+                assert [(row.id, row.site) for row in rows] == [(1, "default"), (2, "aurora")]
+                assert [incident.id for incident in repository.open_incidents(
+                    conn, "default", "default")] == [1]
+                members = repository.StoredMembers(conn)
+                assert list(members.held("new-unlabelled", [1, 2])) == [1]
+                assert list(members.held("new-aurora", [1, 2])) == [2]
+                local, pooled = repository.outcomes(conn, "redis:service:ServiceDown",
+                                                    "redis", "default", "default")
+                assert (local, pooled) == ({"restart": Outcomes(2, 1)}, {})
+                local, pooled = repository.outcomes(conn, "redis:service:ServiceDown",
+                                                    "redis", "aurora", "default")
+                assert (local, pooled) == ({}, {"restart": Outcomes(2, 1)})
+            memory = client.get("/api/v1/memory",
+                                headers={"Authorization": "Bearer t"}).get_json()["memory"]
+            assert [(row["site"], row["action"], row["successes"]) for row in memory] == [
+                ("default", "restart", 2)]
+            assert state.audit.verify().ok
         finally:
             responder_of(app).journal.engine.dispose()

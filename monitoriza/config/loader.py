@@ -23,6 +23,7 @@ from monitoriza.config.schema import (
     HttpAction,
     Service,
 )
+from monitoriza.config.sites import site_errors, site_services
 from monitoriza.exceptions import ConfigError
 
 ROOT = "(root)"
@@ -319,6 +320,13 @@ def config_from_data(data: Any, base: Path | None = None) -> Config:
     config, errors = _resolve_probes(config)
     errors += _graph_errors(config.services)
     errors += _playbook_errors(config)
+    errors += site_errors(config)
+    if not errors:
+        for site in config.sites:
+            cycle = find_cycle({name: list(service.depends_on)
+                                for name, service in site_services(config, site).items()})
+            if cycle:
+                errors.append(f"sites.{site}.services: dependency cycle: {' -> '.join(cycle)}")
     errors += [f"forecasts.{name}.service: unknown service {spec.service!r}"
                for name, spec in config.forecasts.items() if spec.service not in config.services]
     if errors:

@@ -88,6 +88,10 @@ RedisUrl = Annotated[str, _url(("redis", "rediss"))]
 PostgresUrl = Annotated[str, _url(("postgresql", "postgres"))]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+# A site's name as its Prometheus's external_labels spell it (docs/scaling.md): a plain token.
+SiteName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+# A Prometheus label name.
+LabelName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -296,6 +300,9 @@ class Exporter(Strict):
     default_timeout: Duration = 5.0
     max_concurrent_probes: Annotated[int, Field(ge=1, le=1024)] = 32
     docker_url: str | None = None
+    # The site this exporter watches: it probes that site's services (``sites`` overrides
+    # applied). The alerts' ``site`` label comes from Prometheus's external_labels.
+    site: SiteName | None = None
 
 
 class Audit(Strict):
@@ -338,6 +345,7 @@ class Breaker(Strict):
 
 class MaintenanceWindow(Strict):
     services: list[Name] = Field(default_factory=list)  # empty: every service
+    sites: list[SiteName] = Field(default_factory=list)  # empty: every site
     start: str  # RFC 3339
     end: str
 
@@ -370,6 +378,9 @@ class Healing(Strict):
     # re-attach to it for this long instead of opening a new incident; nothing is healed.
     recovery_cooldown: Duration = 180.0
     recurring_threshold: Annotated[int, Field(ge=2)] = 3  # same signature N times in 7 days
+    # What another site's outcome of a playbook counts for in operational memory's ranking,
+    # relative to one at the alert's own site (docs/healing.md#operational-memory).
+    pooled_memory_weight: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     alertmanager_url: HttpUrl | None = None  # where refusals are escalated as P2 alerts
     chat: Chat | None = None
 
@@ -401,6 +412,9 @@ class Responder(Strict):
     # Bearer token Alertmanager must send (its credentials_file holds the same token).
     token_file: str = "monitoriza-responder.token"
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_048_576
+    # Notifications arriving together share one journal commit of at most this many alerts
+    # (a larger notification commits alone); 0 commits each in its own transaction.
+    group_commit_max: Annotated[int, Field(ge=0, le=100_000)] = 256
     lease: Duration = 30.0
     # A journal row whose processing fails waits retry_backoff, doubled after each further
     # failure up to retry_backoff_max; after max_attempts it is dead-lettered (state dead).
@@ -414,6 +428,10 @@ class Responder(Strict):
     request_deadline: Duration = 5.0
     # Open connections at once; past it the server stops accepting until some close.
     max_connections: Annotated[int, Field(ge=16, le=65536)] = 4096
+    # The alert label naming the site (condominium) an alert comes from; alerts without it
+    # belong to default_site (docs/scaling.md#many-sites-one-responder).
+    site_label: LabelName = "site"
+    default_site: SiteName = "default"
     audit: Audit = Field(default_factory=Audit)
     healing: Healing = Field(default_factory=Healing)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
@@ -523,6 +541,37 @@ class Flow(Strict):
         return self
 
 
+class ProbeOverride(Strict):
+    """What a site changes in one probe of the shared catalogue: where the target is."""
+
+    url: str | None = None  # http, redis and postgres probes; checked as the probe's kind
+    host: str | None = None  # tcp
+    port: Port | None = None  # tcp
+    container: str | None = None  # docker
+
+
+class PlaybookOverride(Strict):
+    """What a site changes in one playbook: its steps (and rollback), replaced whole."""
+
+    steps: Annotated[list[Action], Field(min_length=1)] | None = None
+    rollback: list[Action] | None = None
+
+
+class ServiceOverride(Strict):
+    """What a site changes in one service of the shared catalogue (``services``)."""
+
+    tier: Literal["critical", "standard"] | None = None
+    depends_on: list[Name] = Field(default_factory=list)  # added to the service's own
+    probes: dict[Name, ProbeOverride] = Field(default_factory=dict)  # by probe name
+    healing: dict[Name, PlaybookOverride] = Field(default_factory=dict)  # by playbook name
+
+
+class Site(Strict):
+    """One site (condominium) sharing the service catalogue, with its own differences."""
+
+    services: dict[Name, ServiceOverride] = Field(default_factory=dict)
+
+
 class Config(Strict):
     """The whole configuration file."""
 
@@ -531,6 +580,8 @@ class Config(Strict):
     forecasts: dict[Name, ForecastSpec] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     services: dict[Name, Service]
+    # Sites sharing ``services`` as a template; a site not listed uses it unchanged.
+    sites: dict[SiteName, Site] = Field(default_factory=dict)
     flows: dict[Name, Flow] = Field(default_factory=dict)
 
     @model_validator(mode="wrap")

@@ -20,11 +20,13 @@ from prometheus_client import CollectorRegistry, Gauge, Info, ProcessCollector
 
 from monitoriza import __version__
 from monitoriza.config import Config, load_config
+from monitoriza.config.sites import config_for_site
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.collector import ExporterCollector
 from monitoriza.exporter.forecasts import ForecastEngine
 from monitoriza.exporter.scheduler import ProbeScheduler
 from monitoriza.exporter.server import metrics_app, start_server
+from monitoriza.exporter.site_check import check_site
 from monitoriza.exporter.state import jobs_from_config
 from monitoriza.logs import get_logger, log_config_loaded
 
@@ -44,6 +46,8 @@ class Exporter:
     def __init__(self, config: Config, config_path: Path | None = None,
                  listen: str | None = None) -> None:
         self.config_path = config_path
+        # The exporter of one site probes that site's own targets (``sites`` overrides).
+        config = config_for_site(config, config.exporter.site)
         self._config = config
         self.listen = listen or config.exporter.listen
         self.registry = CollectorRegistry()
@@ -113,6 +117,7 @@ class Exporter:
             return False
         if config.exporter != self._config.exporter:
             log.warning("changes to the exporter section take effect after a restart")
+        config = config_for_site(config, self._config.exporter.site)
         self.scheduler.replace(jobs_from_config(config))
         self._config = config
         self._reload_ok.set(1)
@@ -124,6 +129,9 @@ class Exporter:
 def serve(config_path: Path, listen: str | None = None) -> int:
     """Run the exporter until SIGINT or SIGTERM; SIGHUP reloads the configuration."""
     config = load_config(config_path)
+    problem = check_site(config)
+    if problem is not None:
+        raise ConfigError([problem])
     log_config_loaded(events, config, config_path, reload=False)
     exporter = Exporter(config, config_path, listen)
     stop = threading.Event()

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 
 from monitoriza.config.schema import Breaker
 from monitoriza.durations import format_duration
+from monitoriza.healing.sites import qualified, unqualified
 from monitoriza.logs import get_logger
 
 State = Literal["closed", "open", "half_open"]
@@ -34,9 +35,18 @@ BREAKER_KEY_PREFIX = "breaker:"
 events = get_logger(__name__)
 
 
-def breaker_key(service: str, playbook: str) -> str:
-    """Where the breaker of ``playbook`` on ``service`` is stored: the only spelling of it."""
-    return f"{BREAKER_KEY_PREFIX}{service}:{playbook}"
+def breaker_key(service: str, playbook: str, site: str | None = None) -> str:
+    """Where the breaker of ``playbook`` on ``service`` at ``site`` is stored: the only
+    spelling of it. ``site`` as :func:`monitoriza.healing.sites.key_site` gives it (None for
+    the default site, whose keys are spelled as before sites existed)."""
+    return f"{BREAKER_KEY_PREFIX}{service}:{qualified(playbook, site)}"
+
+
+def parse_breaker_key(key: str) -> tuple[str, str, str | None]:
+    """``(service, playbook, site)`` of a :func:`breaker_key`; site None for the default."""
+    service, _, rest = key.removeprefix(BREAKER_KEY_PREFIX).partition(":")
+    playbook, site = unqualified(rest)
+    return service, playbook, site
 
 
 @dataclass(frozen=True)
@@ -205,12 +215,13 @@ def release(state: BreakerState) -> BreakerState:
 
 
 def log_transition(service: str, playbook: str, before: BreakerState, after: BreakerState, *,
-                   incident: int | None = None) -> bool:
+                   incident: int | None = None, site: str | None = None) -> bool:
     """Log ``breaker.transition`` when ``after`` is in another state than ``before``;
     return whether it was."""
     if before.state == after.state:
         return False
     events.info("breaker.transition", service=service, action=playbook, incident=incident,
+                site=site,
                 **{"from": before.state, "to": after.state},
                 consecutive_failures=after.consecutive_failures,
                 open_for=after.open_for if after.state == "open" else None)

@@ -19,14 +19,22 @@ from typing import Any, TypeGuard
 
 from monitoriza.config.schema import Budget
 from monitoriza.durations import format_duration
+from monitoriza.healing.sites import qualified, unqualified
 
 BUDGET_KEY_PREFIX = "budget:"
 
 
-def budget_key(service: str) -> str:
-    """Where the budget of ``service`` is stored: the only spelling of it, used both where a
-    restart spends it (the healer) and where a recovery resets its backoff (decide)."""
-    return f"{BUDGET_KEY_PREFIX}{service}"
+def budget_key(service: str, site: str | None = None) -> str:
+    """Where the budget of ``service`` at ``site`` is stored: the only spelling of it, used
+    both where a restart spends it (the healer) and where a recovery resets its backoff
+    (decide). ``site`` as :func:`monitoriza.healing.sites.key_site` gives it: None for the
+    default site, whose keys are spelled as before sites existed."""
+    return f"{BUDGET_KEY_PREFIX}{qualified(service, site)}"
+
+
+def parse_budget_key(key: str) -> tuple[str, str | None]:
+    """``(service, site)`` of a :func:`budget_key`; site None for the default site."""
+    return unqualified(key.removeprefix(BUDGET_KEY_PREFIX))
 
 
 @dataclass(frozen=True)

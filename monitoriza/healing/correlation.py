@@ -20,7 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
+from monitoriza.config.sites import site_services
 from monitoriza.exceptions import MonitorizaError
+from monitoriza.healing.sites import DEFAULT_SITE
 
 if TYPE_CHECKING:
     from monitoriza.config.schema import Config
@@ -151,10 +153,12 @@ class Topology:
         object.__setattr__(self, "tiers", dict(self.tiers))
 
     @classmethod
-    def from_config(cls, config: Config) -> Topology:
+    def from_config(cls, config: Config, site: str | None = None) -> Topology:
+        """The estate of ``site`` (its ``sites`` differences applied), or the catalogue's."""
+        services = config.services if site is None else site_services(config, site)
         return cls(depends_on={name: tuple(service.depends_on)
-                               for name, service in config.services.items()},
-                   tiers={name: service.tier for name, service in config.services.items()})
+                               for name, service in services.items()},
+                   tiers={name: service.tier for name, service in services.items()})
 
     def knows(self, service: str) -> bool:
         """Whether ``service`` is part of the estate (named by the configuration)."""
@@ -424,6 +428,7 @@ class Incident:
     risk: str = "low"
     signature: str = ""
     drill_id: str | None = None  # the fire drill it belongs to (healing.drill_windows)
+    site: str = DEFAULT_SITE  # the site its alerts come from (healing.sites)
 
     def firing_count(self) -> int:
         """How many of its alerts fire (their latest event is firing)."""
@@ -825,8 +830,12 @@ def _cooling(incidents: Iterable[Incident], now: float, cooldown: float) -> list
 
 def correlate(open_incidents: Sequence[Incident], event: AlertEvent, topology: Topology,
               now: float, window: float, *, members: Members,
-              cooldown: float = 0.0) -> Correlation | None:
-    """Fold one alert event into the incidents; ``None`` when the event changes nothing.
+              cooldown: float = 0.0, site: str = DEFAULT_SITE) -> Correlation | None:
+    """Fold one alert event of ``site`` into the incidents; ``None`` when the event changes
+    nothing.
+
+    Only the incidents of ``site`` are considered (the others are another condominium's
+    outage, however alike), ``topology`` is that site's, and a new incident is of ``site``.
 
     - An event whose fingerprint an open or healing incident holds updates that incident,
       whatever the window (a repeat does not duplicate the alert, a flap inside an incident
@@ -858,8 +867,9 @@ def correlate(open_incidents: Sequence[Incident], event: AlertEvent, topology: T
     The work is bounded by the incidents' summaries: ``members`` is asked once which incident
     holds the fingerprint and, when an alert leaves an extreme of its tally, once more.
     """
-    active = [incident for incident in open_incidents if incident.state in ACTIVE_STATES]
-    cooling = _cooling(open_incidents, now, cooldown) if cooldown > 0 else []
+    ours = [incident for incident in open_incidents if incident.site == site]
+    active = [incident for incident in ours if incident.state in ACTIVE_STATES]
+    cooling = _cooling(ours, now, cooldown) if cooldown > 0 else []
     ids = [incident.id for incident in [*active, *cooling] if incident.id is not None]
     held = members.held(event.fingerprint, ids) if ids else {}
     holders = [incident for incident in active if incident.id in held]
@@ -888,6 +898,6 @@ def correlate(open_incidents: Sequence[Incident], event: AlertEvent, topology: T
     if event.status == "resolved":
         return None
     incident = Incident(id=None, state="open", opened_at=now, resolved_at=None,
-                        summary=AlertSummary.of([event]))
+                        summary=AlertSummary.of([event]), site=site)
     _evaluate(incident, topology)
     return Correlation(incident, created=True, resolved=False, root_cause_changed=True)

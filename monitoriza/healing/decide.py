@@ -18,8 +18,9 @@ from monitoriza.audit.appender import AuditAppender
 from monitoriza.config.schema import Config, Playbook
 from monitoriza.healing import repository
 from monitoriza.healing.budget import budget_key, record_healthy
-from monitoriza.healing.correlation import AlertEvent, Incident, Topology, correlate, is_symptom
+from monitoriza.healing.correlation import AlertEvent, Incident, correlate, is_symptom
 from monitoriza.healing.drill_windows import drill_of
+from monitoriza.healing.estates import Estates
 from monitoriza.healing.memory import Outcomes, rank
 from monitoriza.healing.policy import (
     SELF_RAISED_LABEL,
@@ -57,7 +58,7 @@ def incident_summary(incident: Incident, event: AlertEvent) -> dict[str, object]
                 "service": cause.service, "component": cause.component, "kind": cause.kind},
             "reasoning": list(cause.reasoning) if cause else [],
             "alert": event.fingerprint, "firing": incident.summary.count("firing"),
-            "resolved": incident.summary.count("resolved"),
+            "resolved": incident.summary.count("resolved"), "site": incident.site,
             **({"drill": incident.drill_id} if incident.drill_id is not None else {})}
 
 
@@ -69,7 +70,7 @@ class HealingProcessor:
         self.config = config
         self.audit = audit
         self.recorder = RecordingProcessor(audit)
-        self.topology = Topology.from_config(config)
+        self.estates = Estates(config)
         self.notify = notify
         self.clock = clock
 
@@ -91,11 +92,13 @@ class HealingProcessor:
                           f"{SELF_RAISED_VALUE}); never healed"})
             return outcome
         healing = self.config.responder.healing
-        result = correlate([*repository.open_incidents(conn),
-                            *repository.recently_resolved(conn, now - healing.recovery_cooldown)],
-                           event, self.topology, now, healing.correlation_window,
+        site, default = self.estates.site_of(event.labels), self.estates.default_site
+        result = correlate([*repository.open_incidents(conn, site, default),
+                            *repository.recently_resolved(conn, now - healing.recovery_cooldown,
+                                                          site, default)],
+                           event, self.estates.topology(site), now, healing.correlation_window,
                            members=repository.StoredMembers(conn),
-                           cooldown=healing.recovery_cooldown)
+                           cooldown=healing.recovery_cooldown, site=site)
         if result is None:
             return outcome  # a resolution of an alert in no open incident, or a stale repeat
         incident = result.incident
@@ -121,14 +124,15 @@ class HealingProcessor:
                         risk=incident.risk, alert=event.fingerprint,
                         alertname=event.alertname, service=event.service,
                         firing=incident.summary.count("firing"),
-                        resolved=incident.summary.count("resolved"), drill=incident.drill_id)
+                        resolved=incident.summary.count("resolved"), drill=incident.drill_id,
+                        site=incident.site)
         if result.after_effect:
             # The recovery of a resolved incident: recorded in it, never healed again.
             if event.status == "firing":
                 self.audit.append(conn, "decision.skipped", {
                     "incident": incident.id, "alert": event.fingerprint,
                     "alertname": event.alertname, "service": event.service,
-                    "check": "recovery_cooldown",
+                    "site": incident.site, "check": "recovery_cooldown",
                     "reason": f"an after-effect of incident {incident.id}'s recovery "
                               f"(within recovery_cooldown, {healing.recovery_cooldown:g} s); "
                               "not healed again"})
@@ -145,11 +149,13 @@ class HealingProcessor:
         return outcome
 
     def _recurring(self, conn: Connection, incident: Incident, now: float) -> None:
-        seen = repository.count_signature(conn, incident.signature, now - WEEK)
+        seen = repository.count_signature(conn, incident.signature, now - WEEK, incident.site,
+                                          self.estates.default_site)
         threshold = self.config.responder.healing.recurring_threshold
         if seen >= threshold:
             self.audit.append(conn, "incident.recurring", {
                 "incident": incident.id, "signature": incident.signature, "seen_in_7d": seen,
+                "site": incident.site,
                 "reason": f"the same pattern opened {seen} incidents in 7 days "
                           f"(threshold {threshold}): healing treats symptoms, look for the cause"})
 
@@ -157,7 +163,7 @@ class HealingProcessor:
         """A resolved incident starts the clock that resets the target's backoff."""
         if incident.root_cause is None:
             return
-        key = budget_key(incident.root_cause.service)
+        key = budget_key(incident.root_cause.service, self.estates.key_site(incident.site))
         if repository.load_state(conn, key) is not None:
             state = record_healthy(repository.load_budget(conn, key), now,
                                    self.config.responder.healing.budget)
@@ -166,7 +172,7 @@ class HealingProcessor:
     def _decide(self, conn: Connection, incident: Incident, event: AlertEvent,
                 row: JournalRow, now: float) -> None:
         base = {"incident": incident.id, "alert": event.fingerprint,
-                "alertname": event.alertname, "service": event.service}
+                "alertname": event.alertname, "service": event.service, "site": incident.site}
         cause = incident.root_cause
         refusal = judge_alert(True, is_symptom(event, incident),
                               cause.service if cause else None)
@@ -176,7 +182,7 @@ class HealingProcessor:
             self._log_decision(base, "skipped", None, refusal.reason, check=refusal.check)
             return
         target = incident.root_cause.service if incident.root_cause else event.service
-        service = self.config.services.get(target or "")
+        service = self.estates.services(incident.site).get(target or "")
         books = matching_playbooks(service.healing if service else [], event)
         if not books:
             self.audit.append(conn, "decision.no_playbook", {
@@ -196,12 +202,15 @@ class HealingProcessor:
                                f"action {queued.id} for this incident is already queued",
                                check="already_queued")
             return
-        learned = repository.outcomes(conn, incident.signature, target or "")
+        learned, pooled = repository.outcomes(conn, incident.signature, target or "",
+                                              incident.site, self.estates.default_site)
         # memory.rank is the one ranking (demoted playbooks already last): its first is queued.
-        names = rank({book.name: learned.get(book.name, _NO_HISTORY) for book in books})
+        # Other sites' outcomes of the same signature inform it, below this site's own.
+        names = rank({book.name: learned.get(book.name, _NO_HISTORY) for book in books},
+                     pooled, self.config.responder.healing.pooled_memory_weight)
         chosen = next(book for book in books if book.name == names[0])
         action_id = repository.enqueue_action(conn, incident.id or 0, target or "", chosen.name,
-                                              alert=asdict(event), now=now)
+                                              alert=asdict(event), now=now, site=incident.site)
         reason = (f"{target} is the root cause and playbook {chosen.name} matches "
                   f"{event.alertname}" + ("; ranked first by operational memory"
                                           if len(names) > 1 else ""))
@@ -216,5 +225,6 @@ class HealingProcessor:
                       reason: str, **more: object) -> None:
         """``healing.decision``: what the journal step decided for a firing alert."""
         events.info("healing.decision", incident=base["incident"], service=base["service"],
+                    site=base.get("site"),
                     alert=base["alert"], alertname=base["alertname"], verdict=verdict,
                     playbook=playbook, reason=reason, **more)

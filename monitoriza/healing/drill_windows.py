@@ -34,6 +34,7 @@ class DrillWindow:
     started_at: float
     expires_at: float
     ended_at: float | None = None
+    site: str | None = None  # the site the drill runs at; None: every site
 
     def open_at(self, moment: float) -> bool:
         """Whether the window was open at ``moment``: started, not yet expired nor ended."""
@@ -55,11 +56,14 @@ def incident_services(incident: Incident) -> frozenset[str]:
 
 
 def drill_for(windows: Iterable[DrillWindow], opened_at: float,
-              services: Collection[str]) -> str | None:
-    """The drill of an incident opened at ``opened_at`` over ``services``: that of the most
-    recently started window open then that shares a service with it; None when none does."""
+              services: Collection[str], site: str | None = None) -> str | None:
+    """The drill of an incident of ``site`` opened at ``opened_at`` over ``services``: that
+    of the most recently started window open then, at that site (or at every site), that
+    shares a service with it; None when none does. A drill at one condominium never claims
+    another's outage of the same services."""
     matching = [window for window in windows
-                if window.open_at(opened_at) and not set(window.services).isdisjoint(services)]
+                if window.open_at(opened_at) and window.site in (None, site)
+                and not set(window.services).isdisjoint(services)]
     if not matching:
         return None
     return max(matching, key=lambda window: (window.started_at, window.event_id)).drill_id
@@ -68,7 +72,7 @@ def drill_for(windows: Iterable[DrillWindow], opened_at: float,
 def window_from_row(row: Any) -> DrillWindow:
     return DrillWindow(row.event_id, row.drill_id, row.experiment,
                        tuple(json.loads(row.services)), row.started_at, row.expires_at,
-                       row.ended_at)
+                       row.ended_at, row.site)
 
 
 def windows_open_at(conn: Connection, moment: float) -> list[DrillWindow]:
@@ -83,4 +87,4 @@ def windows_open_at(conn: Connection, moment: float) -> list[DrillWindow]:
 def drill_of(conn: Connection, incident: Incident) -> str | None:
     """The drill ``incident`` belongs to, from the windows open when it was opened."""
     return drill_for(windows_open_at(conn, incident.opened_at), incident.opened_at,
-                     incident_services(incident))
+                     incident_services(incident), incident.site)

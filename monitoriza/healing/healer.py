@@ -50,7 +50,9 @@ from monitoriza.healing.breaker import release as breaker_release
 from monitoriza.healing.budget import budget_key, record_attempt
 from monitoriza.healing.budget import check as budget_check
 from monitoriza.healing.correlation import AlertEvent, is_symptom
+from monitoriza.healing.estates import Estates
 from monitoriza.healing.policy import Decision, Facts, decide, in_maintenance
+from monitoriza.healing.sites import DEFAULT_SITE, stored_site
 from monitoriza.healing.verify import verify
 from monitoriza.logs import bound_incident, get_logger
 from monitoriza.pipeline import worker_id
@@ -75,6 +77,7 @@ class ActionJob:
     service: str
     playbook: str
     alert: dict[str, Any]
+    site: str = DEFAULT_SITE  # the target's site: its budget, breaker and blast radius
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,7 @@ class Healer:
         self.config = config
         self.audit = audit
         self.settings = config.responder.healing
+        self.estates = Estates(config)
         self.runner = runner or ActionRunner(self.settings.allowed_commands,
                                              [str(url) for url in self.settings.allowed_urls],
                                              config.exporter.docker_url)
@@ -160,22 +164,25 @@ class Healer:
             for row in repository.take_interrupted(conn, now, INTERRUPTED):
                 # Counted as the failure it is recorded as: above all, a half-open trial that
                 # died with its healer must not leave the breaker waiting for it forever.
-                key = breaker_key(row.service, row.playbook)
+                site = stored_site(row.site, self.estates.default_site)
+                key = breaker_key(row.service, row.playbook, self.estates.key_site(site))
                 breaker = repository.load_breaker(conn, key, self.settings.breaker)
                 after = breaker_record(breaker, False, now, self.settings.breaker)
                 repository.save_state(conn, key, after.to_dict())
                 log_transition(row.service, row.playbook, breaker, after,
-                               incident=row.incident_id)
+                               incident=row.incident_id, site=site)
                 self.audit.append(conn, "action.interrupted", {
                     "action": row.id, "incident": row.incident_id, "service": row.service,
-                    "playbook": row.playbook,
+                    "playbook": row.playbook, "site": site,
                     "reason": "the healer stopped mid-action; it is not run twice"})
             rows = repository.claim_actions(conn, self.owner, now, self.lease)
-        return [ActionJob(r.id, r.incident_id, r.service, r.playbook, json.loads(r.alert))
+        return [ActionJob(r.id, r.incident_id, r.service, r.playbook, json.loads(r.alert),
+                          stored_site(r.site, self.estates.default_site))
                 for r in rows]
 
     def playbook(self, job: ActionJob) -> Playbook | None:
-        service = self.config.services.get(job.service)
+        """The job's playbook as its site has it (the site's steps, if it changes them)."""
+        service = self.estates.services(job.site).get(job.service)
         return next((b for b in (service.healing if service else []) if b.name == job.playbook),
                     None)
 
@@ -208,7 +215,7 @@ class Healer:
             verify_detail = ""
             if ok and book.verify is not None:
                 # verify waits the settle time itself: here it would be waited twice.
-                probe = self._probe_spec(job.service, book.verify.probe)
+                probe = self._probe_spec(job.site, job.service, book.verify.probe)
                 checked = verify(book.verify, probe, self.config.exporter.prometheus_url,
                                  sleep=self.sleep, clock=self.monotonic)
                 ok, verify_detail = checked.ok, checked.detail
@@ -234,10 +241,11 @@ class Healer:
                 break  # later steps assume the earlier ones worked
         return results
 
-    def _probe_spec(self, service: str, probe: str | None) -> Any:
+    def _probe_spec(self, site: str, service: str, probe: str | None) -> Any:
+        """The probe that verifies, as ``site`` has it (its own URL, if it changes it)."""
         if probe is None:
             return None
-        spec = self.config.services[service]
+        spec = self.estates.services(site)[service]
         return next((p for p in spec.probes if p.name == probe), None)
 
     @contextlib.contextmanager
@@ -286,29 +294,34 @@ class Healer:
             if not repository.held_by(conn, job.id, self.owner, "claimed"):
                 return Decision("skipped", "the claim expired and another healer took the "
                                 "action over", LEASE_LOST), False
-            incident = repository.load_incident(conn, job.incident_id)
+            default = self.estates.default_site
+            incident = repository.load_incident(conn, job.incident_id, default)
             cause = incident.root_cause if incident is not None else None
-            budget_state = repository.load_budget(conn, budget_key(job.service))
+            # Budget, breaker, one-per-target and blast radius are each site's own: a
+            # restart at one condominium spends nothing of another's.
+            keyed = self.estates.key_site(job.site)
+            budget_state = repository.load_budget(conn, budget_key(job.service, keyed))
             verdict = budget_check(budget_state, now, self.settings.budget)
-            breaker_state = repository.load_breaker(conn, breaker_key(job.service, job.playbook),
-                                                    self.settings.breaker)
+            breaker_state = repository.load_breaker(
+                conn, breaker_key(job.service, job.playbook, keyed), self.settings.breaker)
             permit, breaker_after = breaker_acquire(breaker_state, now, self.settings.breaker)
             log_transition(job.service, job.playbook, breaker_state, breaker_after,
-                           incident=job.incident_id)
-            running = repository.running_by_service(conn)
+                           incident=job.incident_id, site=job.site)
+            running = repository.running_by_target(conn, default)
             facts = Facts(
                 alert_firing=incident is not None and incident.state != "resolved",
                 is_symptom=incident is not None and is_symptom(_event(job), incident),
                 kill_switch=self.kill_switch_on(conn),
                 dry_run=self.settings.dry_run or book.dry_run,
-                in_maintenance=in_maintenance(self.settings.maintenance, job.service, now),
+                in_maintenance=in_maintenance(self.settings.maintenance, job.service, now,
+                                              site=job.site),
                 budget_allowed=verdict.allowed, budget_reason=verdict.reason,
                 breaker_allowed=permit.allowed, breaker_reason=permit.reason,
-                running_on_target=running.get(job.service, 0),
+                running_on_target=running.get((job.site, job.service), 0),
                 running_total=sum(running.values()),
                 max_concurrent=self.settings.max_concurrent_actions,
                 recent_targets=repository.services_acted_on_since(
-                    conn, now - self.settings.blast_radius_window),
+                    conn, now - self.settings.blast_radius_window, job.site, default),
                 max_targets_per_minute=self.settings.max_targets_per_minute,
                 blast_radius_window=self.settings.blast_radius_window,
                 target=job.service,
@@ -319,21 +332,21 @@ class Healer:
                 if permit.trial:
                     released = breaker_release(breaker_after)
                     log_transition(job.service, job.playbook, breaker_after, released,
-                                   incident=job.incident_id)
+                                   incident=job.incident_id, site=job.site)
                     breaker_after = released
-                repository.save_state(conn, breaker_key(job.service, job.playbook),
+                repository.save_state(conn, breaker_key(job.service, job.playbook, keyed),
                                       breaker_after.to_dict())
                 return decision, permit.trial
-            repository.save_state(conn, breaker_key(job.service, job.playbook),
+            repository.save_state(conn, breaker_key(job.service, job.playbook, keyed),
                                   breaker_after.to_dict())
-            repository.save_state(conn, budget_key(job.service),
+            repository.save_state(conn, budget_key(job.service, keyed),
                                   record_attempt(budget_state, now,
                                                  self.settings.budget).to_dict())
             repository.start_action(conn, job.id, now, now + self.lease)
             repository.set_incident_state(conn, job.incident_id, "healing", now)
             self.audit.append(conn, "action.started", {
                 "action": job.id, "incident": job.incident_id, "service": job.service,
-                "playbook": job.playbook, "trial": permit.trial,
+                "playbook": job.playbook, "site": job.site, "trial": permit.trial,
                 "steps": [self.runner.describe(step, context) for step in book.steps]})
         return decision, permit.trial
 
@@ -343,7 +356,8 @@ class Healer:
         outcome = decision.verdict if decision.verdict in {"dry_run", "skipped"} else "blocked"
         data: dict[str, Any] = {"action": job.id, "incident": job.incident_id,
                                 "service": job.service, "playbook": job.playbook,
-                                "check": decision.check, "reason": decision.reason}
+                                "site": job.site, "check": decision.check,
+                                "reason": decision.reason}
         if outcome == "dry_run" and book is not None:
             context = _context(job)
             data["would_run"] = [self.runner.describe(step, context) for step in book.steps]
@@ -369,17 +383,19 @@ class Healer:
             # Recorded as interrupted meanwhile (this healer stalled past its lease): the
             # action did run once, so its real outcome is still recorded, marked late.
             late = not repository.held_by(conn, job.id, self.owner, "running")
-            key = breaker_key(job.service, job.playbook)
+            key = breaker_key(job.service, job.playbook, self.estates.key_site(job.site))
             state = repository.load_breaker(conn, key, self.settings.breaker)
             after = breaker_record(state, ok, now, self.settings.breaker)
             repository.save_state(conn, key, after.to_dict())
-            log_transition(job.service, job.playbook, state, after, incident=job.incident_id)
+            log_transition(job.service, job.playbook, state, after, incident=job.incident_id,
+                           site=job.site)
             repository.record_outcome(conn, repository.incident_signature(conn, job.incident_id),
-                                      job.service, job.playbook, ok)
+                                      job.service, job.playbook, ok, site=job.site)
             repository.finish_action(conn, job.id, outcome, now, reason)
             self.audit.append(conn, f"action.{outcome}", {
                 "action": job.id, "incident": job.incident_id, "service": job.service,
-                "playbook": job.playbook, "reason": reason, **({"late": True} if late else {}),
+                "playbook": job.playbook, "site": job.site, "reason": reason,
+                **({"late": True} if late else {}),
                 "steps": [{"target": r.target, "ok": r.ok, "detail": r.detail,
                            "duration": round(r.duration, 3)} for r in results],
                 "verify": verify_detail or None,

@@ -13,10 +13,11 @@ from sqlalchemy import Engine
 from monitoriza.config.schema import Healing
 from monitoriza.healing import repository
 from monitoriza.healing.alert_poster import PostStats
-from monitoriza.healing.breaker import STATES, BreakerState
-from monitoriza.healing.budget import BudgetState, remaining
+from monitoriza.healing.breaker import STATES, BreakerState, parse_breaker_key
+from monitoriza.healing.budget import BudgetState, parse_budget_key, remaining
 from monitoriza.healing.chat import ChatStats
 from monitoriza.healing.memory import Outcomes, success_ratio
+from monitoriza.healing.sites import DEFAULT_SITE
 from monitoriza.store import reading
 
 INCIDENT_STATES = ("open", "healing", "resolved")
@@ -26,8 +27,11 @@ class HealingCollector(Collector):
     def __init__(self, engine: Engine, settings: Healing,
                  chat_stats: Callable[[], ChatStats],
                  escalation_stats: Callable[[], PostStats] | None = None,
-                 notice_stats: Callable[[], PostStats] | None = None) -> None:
+                 notice_stats: Callable[[], PostStats] | None = None, *,
+                 default_site: str = DEFAULT_SITE) -> None:
+        """``default_site`` names the site of state kept without one (``site`` label)."""
         self.engine = engine
+        self.default_site = default_site
         self.settings = settings
         self.chat_stats = chat_stats
         self.escalation_stats = escalation_stats or PostStats
@@ -38,20 +42,21 @@ class HealingCollector(Collector):
         with reading(self.engine) as conn:
             breakers = repository.all_states(conn, "breaker:")
             budgets = repository.all_states(conn, "budget:")
-            learned = repository.all_memory(conn)
+            learned = repository.all_memory(conn, self.default_site)
             incident_counts = repository.incident_counts(conn)
-            playbooks_by_service = defaultdict(set)
-            for key in breakers:
-                _, service, playbook = key.split(":", 2)
-                playbooks_by_service[service].add(playbook)
+        # Each site has its own breakers and budgets: the site is a label of both.
+        playbooks_by_target: dict[tuple[str, str], set[str]] = defaultdict(set)
         state = GaugeMetricFamily("monitoriza_healing_breaker_state",
                                   "1 for the breaker's current state (closed, open, half_open)",
-                                  labels=["service", "action", "state"])
+                                  labels=["service", "action", "site", "state"])
         for key, value in sorted(breakers.items()):
-            _, service, playbook = key.split(":", 2)
+            service, playbook, keyed = parse_breaker_key(key)
+            site = keyed or self.default_site
+            playbooks_by_target[(site, service)].add(playbook)
             current = BreakerState.from_dict(value).state
             for name in STATES:
-                state.add_metric([service, playbook, name], 1.0 if name == current else 0.0)
+                state.add_metric([service, playbook, site, name],
+                                 1.0 if name == current else 0.0)
         yield state
         # Every state always, so that a dashboard shows 0 rather than "no data".
         incidents = GaugeMetricFamily("monitoriza_incidents", "Incidents by state",
@@ -63,24 +68,25 @@ class HealingCollector(Collector):
         budget = GaugeMetricFamily(
             "monitoriza_healing_budget_remaining",
             "Restarts the target may still get in the current budget window",
-            labels=["service", "action"])
+            labels=["service", "action", "site"])
         for key, value in sorted(budgets.items()):
-            service = key.split(":", 1)[1]
+            service, keyed = parse_budget_key(key)
+            site = keyed or self.default_site
             left = remaining(BudgetState.from_dict(value), now, self.settings.budget)
-            for playbook in sorted(playbooks_by_service.get(service, {"*"})):
-                budget.add_metric([service, playbook], float(left))
+            for playbook in sorted(playbooks_by_target.get((site, service), {"*"})):
+                budget.add_metric([service, playbook, site], float(left))
         yield budget
-        totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        totals: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
         for row in learned:
-            total = totals[(row["service"], row["action"])]
+            total = totals[(row["service"], row["action"], row["site"])]
             total[0] += row["successes"]
             total[1] += row["failures"]
         ratio = GaugeMetricFamily(
             "monitoriza_healing_success_ratio",
-            "What operational memory has learned: posterior mean success of the action",
-            labels=["service", "action"])
-        for (service, action), (ok, failed) in sorted(totals.items()):
-            ratio.add_metric([service, action], success_ratio(Outcomes(ok, failed)))
+            "What operational memory has learned at the site: posterior mean success of the "
+            "action", labels=["service", "action", "site"])
+        for (service, action, site), (ok, failed) in sorted(totals.items()):
+            ratio.add_metric([service, action, site], success_ratio(Outcomes(ok, failed)))
         yield ratio
         stats = self.chat_stats()
         chat = CounterMetricFamily("monitoriza_chat_messages", "Chat messages by what became of "

@@ -69,10 +69,13 @@ def _time(moment: float) -> str:
 
 
 def notice_alerts(incident: Incident, levels: Sequence[str], *, now: float,
-                  ended: bool, outcome: str = "") -> list[dict[str, object]]:
+                  ended: bool, outcome: str = "",
+                  site_label: str = "site") -> list[dict[str, object]]:
     """The Alertmanager v2 alerts of the incident's notices at ``levels``: firing for
     ``NOTICE_TTL`` from ``now``, or ended at ``now`` when ``ended``. ``outcome`` is what
-    healing did (healed or refused), told in the description."""
+    healing did (healed or refused), told in the description. The incident's site is the
+    label ``site_label`` (``responder.site_label``), as on the alerts it came from, so that
+    routes grouping by site keep each condominium's notices apart."""
     if incident.id is None:
         raise ValueError("an incident is noticed once saved (it needs its id)")
     root = root_text(incident)
@@ -92,6 +95,7 @@ def notice_alerts(incident: Incident, levels: Sequence[str], *, now: float,
         **({"drill": incident.drill_id} if incident.drill_id is not None else {})}
     return [{"labels": {"alertname": NOTICE_ALERTNAME, "incident": str(incident.id),
                         "severity": level, "root_cause": cause.service if cause else "",
+                        site_label: incident.site,
                         # Should a route ever send it to the responder, it is never healed.
                         SELF_RAISED_LABEL: SELF_RAISED_VALUE},
              "annotations": dict(annotations),

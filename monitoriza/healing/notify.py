@@ -67,8 +67,12 @@ EscalationStats = PostStats  # what became of the refusals escalated so far
 class Escalator(AlertPoster):
     """Raises a P2 in Alertmanager when the policy refuses to heal (so on-call is paged)."""
 
-    def __init__(self, alertmanager_url: str | None, timeout: float = 5.0) -> None:
+    def __init__(self, alertmanager_url: str | None, timeout: float = 5.0,
+                 site_label: str = "site") -> None:
+        """``site_label`` names the label carrying the refused target's site, so that a
+        refusal at one condominium pages as that condominium's."""
         super().__init__(alertmanager_url, "escalator", timeout)
+        self.site_label = site_label
 
     def escalate(self, outcome: HealOutcome) -> None:
         """Queue the P2 for a refusal; the policy check that refused it picks the runbook."""
@@ -78,6 +82,7 @@ class Escalator(AlertPoster):
         alert: dict[str, object] = {
             "labels": {"alertname": "MonitorizaHealingRefused", "severity": "P2",
                        "service": outcome.job.service, "playbook": outcome.job.playbook,
+                       self.site_label: outcome.job.site,
                        SELF_RAISED_LABEL: SELF_RAISED_VALUE},
             "annotations": {
                 "summary": f"Healing of {outcome.job.service} was refused",
@@ -112,8 +117,11 @@ class IncidentNotifier:
 
     def __init__(self, chat: Notifier, escalator: Escalator,
                  notices: NoticeSender | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, site_label: str = "site") -> None:
+        """``site_label`` names the label that carries the incident's site on its notices
+        (``responder.site_label``)."""
         self.chat = chat
+        self.site_label = site_label
         self.escalator = escalator
         self.notices = notices if notices is not None else NoticeSender(escalator.url)
         self.clock = clock
@@ -135,7 +143,8 @@ class IncidentNotifier:
                     if thread.incident is not None and thread.level is not None]
         for incident, level, outcome in told:
             self.notices.send(notice_alerts(incident, levels_up_to(level), now=now,
-                                            ended=False, outcome=outcome))
+                                            ended=False, outcome=outcome,
+                                            site_label=self.site_label))
         return len(told)
 
     def _refresh_forever(self) -> None:
@@ -168,12 +177,13 @@ class IncidentNotifier:
             # Every level is ended: Alertmanager tells a receiver of the resolution only if
             # it heard the notice fire, so ending a notice that never fired says nothing.
             self.notices.send(notice_alerts(incident, NOTICE_LEVELS, now=now, ended=True,
-                                            outcome=outcome))
+                                            outcome=outcome, site_label=self.site_label))
             self._post("resolved", incident, reason)
             return
         if rises:
             self.notices.send(notice_alerts(incident, levels_up_to(thread.level), now=now,
-                                            ended=False, outcome=outcome))
+                                            ended=False, outcome=outcome,
+                                            site_label=self.site_label))
         if event == "opened":
             self._post("opened", incident, reason)
         elif rises:

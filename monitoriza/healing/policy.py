@@ -113,10 +113,15 @@ def decide(facts: Facts) -> Decision:  # noqa: PLR0911 - one return per check, i
     return Decision("act", "every check passed", "act")
 
 
-def in_maintenance(windows: list[MaintenanceWindow], service: str, now: float) -> bool:
-    """True when ``now`` falls inside a window that covers ``service``."""
+def in_maintenance(windows: list[MaintenanceWindow], service: str, now: float,
+                   site: str | None = None) -> bool:
+    """True when ``now`` falls inside a window that covers ``service`` at ``site``: a window
+    naming sites covers only those (when ``site`` is None, as for a page that shows the
+    windows themselves, its sites are not asked)."""
     for window in windows:
         if window.services and service not in window.services:
+            continue
+        if site is not None and window.sites and site not in window.sites:
             continue
         start = datetime.fromisoformat(window.start.replace("Z", "+00:00")).timestamp()
         end = datetime.fromisoformat(window.end.replace("Z", "+00:00")).timestamp()

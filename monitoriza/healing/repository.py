@@ -28,6 +28,7 @@ from monitoriza.healing.correlation import (
     RootCause,
 )
 from monitoriza.healing.memory import Outcomes
+from monitoriza.healing.sites import DEFAULT_SITE, stored_site
 from monitoriza.store import (
     actions,
     healing_state,
@@ -36,6 +37,7 @@ from monitoriza.store import (
     incidents,
     memory,
     settings,
+    site_memory,
 )
 
 log = logging.getLogger(__name__)
@@ -141,13 +143,21 @@ def _upgrade(conn: Connection, incident_id: int) -> AlertSummary:
 _SUMMARY_COLUMNS = [column for column in incidents.c if column.name != "alerts"]
 
 
-def incident_from_row(row: Any, summary: AlertSummary) -> Incident:
+def of_site(column: Any, site: str, default_site: str) -> Any:
+    """The SQL condition "``column`` is ``site``": rows without a site (written before sites
+    existed) are the default site's."""
+    return or_(column == site, column.is_(None)) if site == default_site else column == site
+
+
+def incident_from_row(row: Any, summary: AlertSummary,
+                      default_site: str = DEFAULT_SITE) -> Incident:
     cause = None
     if row.root_service is not None:
         cause = RootCause(row.root_service, row.root_component, row.root_kind,
                           tuple(json.loads(row.reasoning)))
     return Incident(row.id, row.state, row.opened_at, row.resolved_at, summary, cause,
-                    row.risk, row.signature, row.drill_id)
+                    row.risk, row.signature, row.drill_id,
+                    stored_site(row.site, default_site))
 
 
 _OPEN = (select(*_SUMMARY_COLUMNS, incident_summaries.c.tallies)
@@ -156,22 +166,31 @@ _OPEN = (select(*_SUMMARY_COLUMNS, incident_summaries.c.tallies)
          .where(incidents.c.state != "resolved").order_by(incidents.c.id))
 
 
-def open_incidents(conn: Connection) -> list[Incident]:
-    """The open and healing incidents with their summaries (never their alerts); an incident
-    of an earlier release's store is upgraded in place on the way (see ``_upgrade``)."""
-    rows = conn.execute(_OPEN).all()
+def open_incidents(conn: Connection, site: str | None = None,
+                   default_site: str = DEFAULT_SITE) -> list[Incident]:
+    """The open and healing incidents (of ``site``, or of every site when None) with their
+    summaries (never their alerts); an incident of an earlier release's store is upgraded in
+    place on the way (see ``_upgrade``)."""
+    query = _OPEN if site is None else _OPEN.where(of_site(incidents.c.site, site,
+                                                           default_site))
+    rows = conn.execute(query).all()
     return [incident_from_row(row, _upgrade(conn, row.id) if row.tallies is None
-                              else AlertSummary.from_data(json.loads(row.tallies)))
+                              else AlertSummary.from_data(json.loads(row.tallies)),
+                              default_site)
             for row in rows]
 
 
-def recently_resolved(conn: Connection, since: float) -> list[Incident]:
-    """Incidents resolved at or after ``since`` (their recovery cool-down has not ended),
-    with their summaries."""
-    rows = conn.execute(select(incidents).where(incidents.c.state == "resolved",
-                                                incidents.c.resolved_at >= since)).all()
+def recently_resolved(conn: Connection, since: float, site: str | None = None,
+                      default_site: str = DEFAULT_SITE) -> list[Incident]:
+    """Incidents (of ``site``, or of every site when None) resolved at or after ``since``
+    (their recovery cool-down has not ended), with their summaries."""
+    query = select(incidents).where(incidents.c.state == "resolved",
+                                    incidents.c.resolved_at >= since)
+    if site is not None:
+        query = query.where(of_site(incidents.c.site, site, default_site))
+    rows = conn.execute(query).all()
     summaries = read_summaries(conn, rows)
-    return [incident_from_row(row, summaries[int(row.id)]) for row in rows]
+    return [incident_from_row(row, summaries[int(row.id)], default_site) for row in rows]
 
 
 def read_summaries(conn: Connection, rows: Sequence[Any]) -> dict[int, AlertSummary]:
@@ -235,7 +254,7 @@ def save_incident(conn: Connection, incident: Incident, now: float) -> int:
         "root_kind": cause.kind if cause else None,
         "reasoning": json.dumps(list(cause.reasoning) if cause else []),
         "risk": incident.risk, "signature": incident.signature,
-        "drill_id": incident.drill_id,
+        "drill_id": incident.drill_id, "site": incident.site,
     }
     if incident.id is None:
         # Stores of earlier releases have no default for ``alerts``: the empty object is
@@ -268,11 +287,15 @@ def incident_state(conn: Connection, incident_id: int) -> str | None:
     return state
 
 
-def count_signature(conn: Connection, signature: str, since: float) -> int:
-    """Incidents with this signature opened since ``since`` (recurring patterns)."""
-    rows = conn.execute(select(incidents.c.id).where(incidents.c.signature == signature,
-                                                     incidents.c.opened_at >= since))
-    return len(rows.all())
+def count_signature(conn: Connection, signature: str, since: float,
+                    site: str | None = None, default_site: str = DEFAULT_SITE) -> int:
+    """Incidents with this signature opened since ``since`` (recurring patterns), at
+    ``site`` (at every site when None)."""
+    query = select(incidents.c.id).where(incidents.c.signature == signature,
+                                         incidents.c.opened_at >= since)
+    if site is not None:
+        query = query.where(of_site(incidents.c.site, site, default_site))
+    return len(conn.execute(query).all())
 
 
 def load_state(conn: Connection, key: str) -> dict[str, Any] | None:
@@ -306,28 +329,65 @@ def all_states(conn: Connection, prefix: str) -> dict[str, dict[str, Any]]:
     return {key: dict(json.loads(value)) for key, value in rows}
 
 
-def outcomes(conn: Connection, signature: str, service: str) -> dict[str, Outcomes]:
-    rows = conn.execute(select(memory.c.action, memory.c.successes, memory.c.failures).where(
-        memory.c.signature == signature, memory.c.service == service))
-    return {action: Outcomes(successes, failures) for action, successes, failures in rows}
+def _add(into: dict[str, Outcomes], action: str, successes: int, failures: int) -> None:
+    held = into.get(action, Outcomes())
+    into[action] = Outcomes(held.successes + int(successes), held.failures + int(failures))
+
+
+def outcomes(conn: Connection, signature: str, service: str, site: str = DEFAULT_SITE,
+             default_site: str = DEFAULT_SITE) -> tuple[dict[str, Outcomes],
+                                                        dict[str, Outcomes]]:
+    """What memory holds of ``signature`` on ``service``, per action: at ``site`` (local),
+    and at every other site together (pooled). Rows of a store older than sites (the
+    ``memory`` table) are the default site's."""
+    local: dict[str, Outcomes] = {}
+    pooled: dict[str, Outcomes] = {}
+    for row_site, action, successes, failures in conn.execute(
+            select(site_memory.c.site, site_memory.c.action, site_memory.c.successes,
+                   site_memory.c.failures).where(site_memory.c.signature == signature,
+                                                 site_memory.c.service == service)):
+        _add(local if row_site == site else pooled, action, successes, failures)
+    legacy = local if site == default_site else pooled
+    for action, successes, failures in conn.execute(
+            select(memory.c.action, memory.c.successes, memory.c.failures).where(
+                memory.c.signature == signature, memory.c.service == service)):
+        _add(legacy, action, successes, failures)
+    return local, pooled
 
 
 def record_outcome(conn: Connection, signature: str, service: str, action: str,
-                   success: bool) -> None:
+                   success: bool, *, site: str = DEFAULT_SITE) -> None:
     now = time.time()
-    column = memory.c.successes if success else memory.c.failures
-    updated = conn.execute(update(memory).where(
-        memory.c.signature == signature, memory.c.service == service,
-        memory.c.action == action).values({column: column + 1, "updated_at": now})).rowcount
+    column = site_memory.c.successes if success else site_memory.c.failures
+    updated = conn.execute(update(site_memory).where(
+        site_memory.c.site == site, site_memory.c.signature == signature,
+        site_memory.c.service == service, site_memory.c.action == action)
+        .values({column: column + 1, "updated_at": now})).rowcount
     if not updated:
-        conn.execute(insert(memory).values(signature=signature, service=service, action=action,
-                                           successes=int(success), failures=int(not success),
-                                           updated_at=now))
+        conn.execute(insert(site_memory).values(
+            site=site, signature=signature, service=service, action=action,
+            successes=int(success), failures=int(not success), updated_at=now))
 
 
-def all_memory(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(select(memory).order_by(memory.c.service, memory.c.action))
-    return [dict(row._mapping) for row in rows]
+def all_memory(conn: Connection, default_site: str = DEFAULT_SITE) -> list[dict[str, Any]]:
+    """Every row of memory (signature, service, action, site, successes, failures,
+    updated_at), by service, action and site; a store's rows from before sites count as
+    ``default_site``'s (added to its row of the same key, if it has one)."""
+    rows: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for row in conn.execute(select(site_memory)):
+        data = dict(row._mapping)
+        rows[(data["service"], data["action"], data["site"], data["signature"])] = data
+    for row in conn.execute(select(memory)):
+        data = {**row._mapping, "site": default_site}
+        key = (data["service"], data["action"], default_site, data["signature"])
+        held = rows.get(key)
+        if held is None:
+            rows[key] = data
+        else:
+            held["successes"] += data["successes"]
+            held["failures"] += data["failures"]
+            held["updated_at"] = max(held["updated_at"], data["updated_at"])
+    return [rows[key] for key in sorted(rows)]
 
 
 def get_setting(conn: Connection, key: str) -> str | None:
@@ -344,9 +404,9 @@ def put_setting(conn: Connection, key: str, value: str) -> None:
 
 
 def enqueue_action(conn: Connection, incident_id: int, service: str, playbook: str, *,
-                   alert: Mapping[str, Any], now: float) -> int:
+                   alert: Mapping[str, Any], now: float, site: str = DEFAULT_SITE) -> int:
     new_id = conn.execute(insert(actions).values(
-        incident_id=incident_id, service=service, playbook=playbook,
+        incident_id=incident_id, service=service, playbook=playbook, site=site,
         alert=json.dumps(alert, sort_keys=True), created_at=now).returning(actions.c.id)
     ).scalar_one()
     return int(new_id)
@@ -373,10 +433,10 @@ def lock_policy(conn: Connection) -> None:
 
 def take_interrupted(conn: Connection, now: float, detail: str) -> list[Any]:
     """Record as failed, with ``detail``, the running actions whose lease expired, and return
-    them (id, incident_id, service, playbook). Locked and skipped when locked: two replicas
-    never both record the same one."""
+    them (id, incident_id, service, playbook, site). Locked and skipped when locked: two
+    replicas never both record the same one."""
     rows = conn.execute(select(actions.c.id, actions.c.incident_id, actions.c.service,
-                               actions.c.playbook).where(
+                               actions.c.playbook, actions.c.site).where(
         actions.c.state == "running", actions.c.lease_expires < now)
         .order_by(actions.c.id).with_for_update(skip_locked=True)).all()
     for row in rows:
@@ -387,7 +447,7 @@ def take_interrupted(conn: Connection, now: float, detail: str) -> list[Any]:
 def claim_actions(conn: Connection, owner: str, now: float, lease: float,
                   limit: int = 10) -> list[Any]:
     """Lease up to ``limit`` pending actions (or claimed ones whose lease expired) to
-    ``owner``; returns their rows (id, incident_id, service, playbook, alert), by id."""
+    ``owner``; returns their rows (id, incident_id, service, playbook, alert, site), by id."""
     claimable = (select(actions.c.id).where(or_(
         actions.c.state == "pending",
         (actions.c.state == "claimed") & (actions.c.lease_expires < now)))
@@ -396,7 +456,7 @@ def claim_actions(conn: Connection, owner: str, now: float, lease: float,
         update(actions).where(actions.c.id.in_(claimable.scalar_subquery()))
         .values(state="claimed", lease_owner=owner, lease_expires=now + lease)
         .returning(actions.c.id, actions.c.incident_id, actions.c.service,
-                   actions.c.playbook, actions.c.alert)).all()
+                   actions.c.playbook, actions.c.alert, actions.c.site)).all()
     return sorted(rows, key=lambda row: int(row.id))
 
 
@@ -425,17 +485,25 @@ def finish_action(conn: Connection, action_id: int, outcome: str, now: float,
         state="done", outcome=outcome, finished_at=now, detail=detail))
 
 
-def running_by_service(conn: Connection) -> dict[str, int]:
-    """How many actions run now, per target service."""
-    return {str(service): int(count) for service, count in conn.execute(
-        select(actions.c.service, func.count()).where(actions.c.state == "running")
-        .group_by(actions.c.service))}
+def running_by_target(conn: Connection,
+                      default_site: str = DEFAULT_SITE) -> dict[tuple[str, str], int]:
+    """How many actions run now, per target: (site, service)."""
+    counted: dict[tuple[str, str], int] = {}
+    for site, service, count in conn.execute(
+            select(actions.c.site, actions.c.service, func.count())
+            .where(actions.c.state == "running").group_by(actions.c.site, actions.c.service)):
+        key = (stored_site(site, default_site), str(service))
+        counted[key] = counted.get(key, 0) + int(count)
+    return counted
 
 
-def services_acted_on_since(conn: Connection, since: float) -> frozenset[str]:
-    """The services an action started on at or after ``since`` (the blast radius)."""
+def services_acted_on_since(conn: Connection, since: float, site: str = DEFAULT_SITE,
+                            default_site: str = DEFAULT_SITE) -> frozenset[str]:
+    """The services of ``site`` an action started on at or after ``since`` (its blast
+    radius: each site has its own)."""
     return frozenset(str(service) for (service,) in conn.execute(
-        select(actions.c.service).where(actions.c.started_at >= since)))
+        select(actions.c.service).where(actions.c.started_at >= since,
+                                        of_site(actions.c.site, site, default_site))))
 
 
 def incident_signature(conn: Connection, incident_id: int) -> str:
@@ -445,12 +513,13 @@ def incident_signature(conn: Connection, incident_id: int) -> str:
     return signature or ""
 
 
-def load_incident(conn: Connection, incident_id: int) -> Incident | None:
+def load_incident(conn: Connection, incident_id: int,
+                  default_site: str = DEFAULT_SITE) -> Incident | None:
     """One incident with its summary (never its alerts), or None if there is none."""
     row = conn.execute(select(incidents).where(incidents.c.id == incident_id)).one_or_none()
     if row is None:
         return None
-    return incident_from_row(row, read_summaries(conn, [row])[int(row.id)])
+    return incident_from_row(row, read_summaries(conn, [row])[int(row.id)], default_site)
 
 
 def queued_event(data: Mapping[str, Any]) -> AlertEvent:

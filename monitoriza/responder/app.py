@@ -80,11 +80,13 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
 
     chat = notifier_from_config(settings.healing.chat)
     escalator = Escalator(
-        str(settings.healing.alertmanager_url) if settings.healing.alertmanager_url else None)
+        str(settings.healing.alertmanager_url) if settings.healing.alertmanager_url else None,
+        site_label=settings.site_label)
     notices = NoticeSender(escalator.url)
-    notifier = IncidentNotifier(chat, escalator, notices=notices)
+    notifier = IncidentNotifier(chat, escalator, notices=notices, site_label=settings.site_label)
     metrics.watch_healing(HealingCollector(engine, settings.healing, chat.stats,
-                                           escalator.stats, notices.stats))
+                                           escalator.stats, notices.stats,
+                                           default_site=settings.default_site))
 
     def count_outcome(outcome: HealOutcome) -> None:
         metrics.healing_actions.labels(outcome.job.service, outcome.job.playbook,

@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from monitoriza.healing import kill_switch, repository
 from monitoriza.healing.correlation import AlertSummary
-from monitoriza.healing.memory import Outcomes, success_ratio
+from monitoriza.healing.memory import with_pooled
+from monitoriza.healing.sites import stored_site
 from monitoriza.responder.auth import protect
 from monitoriza.responder.drill_events import IDENTIFIER
 from monitoriza.responder.errors import error
@@ -34,8 +35,13 @@ def _limit() -> int | None:
     return integer_arg("limit", 100, 1, MAX_LIMIT)
 
 
+def _default_site() -> str:
+    return responder_of(current_app).config.responder.default_site
+
+
 def _incident(row: Any, summary: AlertSummary) -> dict[str, Any]:
-    """An incident's summary: what was concluded, and how many alerts of which services."""
+    """An incident's summary: what was concluded, and how many alerts of which services,
+    at which site."""
     return {
         "id": row.id, "state": row.state, "risk": row.risk, "signature": row.signature,
         "opened_at": row.opened_at, "updated_at": row.updated_at,
@@ -47,7 +53,7 @@ def _incident(row: Any, summary: AlertSummary) -> dict[str, Any]:
         "alert_count": summary.count(), "firing_count": summary.count("firing"),
         "resolved_count": summary.count("resolved"), "services": list(summary.services()),
         "first_alert_at": summary.earliest(),
-        "drill": row.drill_id,
+        "drill": row.drill_id, "site": stored_site(row.site, _default_site()),
     }
 
 
@@ -55,7 +61,8 @@ def _incident(row: Any, summary: AlertSummary) -> dict[str, Any]:
 def list_incidents() -> tuple[Response, int]:
     """Newest first, ``limit`` at a time; ``after=ID`` continues below incident ``ID``
     (``next_after`` of the previous page, null on the last one); ``drill=ID`` keeps the
-    incidents of that fire drill."""
+    incidents of that fire drill, ``site=NAME`` those of that site."""
+    site = request.args.get("site")
     state = request.args.get("state")
     service = request.args.get("service")
     drill = request.args.get("drill")
@@ -76,6 +83,9 @@ def list_incidents() -> tuple[Response, int]:
         query = query.where(incidents.c.root_service == service.replace("\x00", "\ufffd"))
     if drill is not None:
         query = query.where(incidents.c.drill_id == drill)
+    if site is not None:
+        query = query.where(repository.of_site(incidents.c.site, site.replace("\x00", "\ufffd"),
+                                               _default_site()))
     if after < MAX_ID:
         query = query.where(incidents.c.id < after)
     with reading(responder_of(current_app).journal.engine) as conn:
@@ -138,12 +148,14 @@ def get_incident_alerts(incident_id: int) -> tuple[Response, int]:
 
 @blueprint.get("/api/v1/memory")
 def get_memory() -> tuple[Response, int]:
-    with reading(responder_of(current_app).journal.engine) as conn:
-        rows = repository.all_memory(conn)
-    for row in rows:
-        row["success_ratio"] = round(success_ratio(Outcomes(row["successes"],
-                                                            row["failures"])), 4)
-    return jsonify(memory=rows), 200
+    """What memory learned, one row per (site, signature, service, action): the local
+    counts and ``success_ratio`` as before sites, plus what the other sites pooled and the
+    ranking's view of both (monitoriza.healing.memory.with_pooled)."""
+    state = responder_of(current_app)
+    with reading(state.journal.engine) as conn:
+        rows = repository.all_memory(conn, state.config.responder.default_site)
+    return jsonify(memory=with_pooled(
+        rows, state.config.responder.healing.pooled_memory_weight)), 200
 
 
 @blueprint.get("/api/v1/kill-switch")
