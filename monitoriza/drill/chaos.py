@@ -128,7 +128,8 @@ def session(key: str, configuration: dict[str, Any]) -> DrillSession:
             time_limit=float(configuration.get("monitoriza_time_limit", 600)),
             max_fill_bytes=int(configuration.get("monitoriza_max_fill_bytes", 1 << 30)),
             poll_interval=float(configuration.get("monitoriza_poll_interval", 0.5)),
-            events=DrillEvents(endpoints, drill_id), journal=restore_journal_of(config_path))
+            events=DrillEvents(endpoints, drill_id, site=config.exporter.site),
+            journal=restore_journal_of(config_path))
         _SESSIONS[key] = made
         return made
 

@@ -25,10 +25,11 @@ class DrillEvents:
     """Posts one drill's events to the responder."""
 
     def __init__(self, endpoints: Endpoints, drill_id: str,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, site: str | None = None) -> None:
         self.url = f"{endpoints.responder}/api/v1/drills/events"
         self.token = endpoints.token
         self.drill_id = drill_id
+        self.site = site  # the estate's own site: its window marks only that site's incidents
         self.session = session or requests.Session()
         self.failures: list[str] = []
 
@@ -40,6 +41,8 @@ class DrillEvents:
             "detail": detail}
         if event == "start":
             body["expires_at"] = expires_at
+        if self.site is not None:
+            body["site"] = self.site
         problem = ""
         for _ in range(ATTEMPTS):
             try:

@@ -32,7 +32,7 @@ EXPERIMENT = re.compile(r"[A-Za-z0-9._:/-]{0,200}")
 # A service as the configuration names it (monitoriza.config.schema).
 SERVICE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 FIELDS = frozenset({"event_id", "drill_id", "event", "experiment", "services", "expires_at",
-                    "detail"})
+                    "detail", "site"})
 
 
 class DrillEventError(MonitorizaError, ValueError):
@@ -55,6 +55,7 @@ class DrillEvent:
     services: tuple[str, ...] = ()
     expires_at: float | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    site: str | None = None  # the site the drill runs at; None: its window covers every site
 
     @property
     def audit_kind(self) -> str:
@@ -63,7 +64,7 @@ class DrillEvent:
     def as_data(self) -> dict[str, object]:
         return {"event_id": self.event_id, "drill_id": self.drill_id, "event": self.event,
                 "experiment": self.experiment, "services": list(self.services),
-                "expires_at": self.expires_at, "detail": dict(self.detail)}
+                "expires_at": self.expires_at, "detail": dict(self.detail), "site": self.site}
 
 
 def _identifier(body: Mapping[str, Any], name: str, pattern: re.Pattern[str],
@@ -141,8 +142,12 @@ def parse_drill_event(body: object) -> DrillEvent:
     if not isinstance(experiment, str) or not EXPERIMENT.fullmatch(experiment):
         raise DrillEventError("experiment", "must be at most 200 characters of "
                                             "A-Z a-z 0-9 . _ : / -")
+    site = body.get("site")
+    if site is not None and (not isinstance(site, str) or not IDENTIFIER.fullmatch(site)):
+        raise DrillEventError("site", "must be a site name: 1 to 64 characters of "
+                                      "A-Z a-z 0-9 . _ : -")
     return DrillEvent(event_id, drill_id, event, experiment, _services(body, event),
-                      _expires_at(body, event), _detail(body))
+                      _expires_at(body, event), _detail(body), site)
 
 
 def check_timing(event: DrillEvent, now: float, max_ahead: float = MAX_AHEAD) -> None:

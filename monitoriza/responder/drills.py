@@ -76,7 +76,7 @@ def record(conn: Connection, audit: AuditLog, event: DrillEvent,
         conn.execute(insert(drill_windows).values(
             event_id=event.event_id, drill_id=event.drill_id, experiment=event.experiment,
             services=json.dumps(list(event.services)), started_at=now,
-            expires_at=event.expires_at))
+            expires_at=event.expires_at, site=event.site))
     elif event.event in CLOSING_EVENTS:
         document["closed_windows"] = close_windows(conn, event, now)
     document["audit_seq"] = audit.append(conn, event.audit_kind, document).seq
