@@ -27,6 +27,7 @@ from monitoriza.config import config_from_data
 from monitoriza.console import views_ops
 from monitoriza.console.forecast_chart import Estimates, Series, forecast_svg
 from monitoriza.console.forecast_state import label_texts, published
+from monitoriza.console.healing_state import memory_rows
 from monitoriza.healing import repository
 from monitoriza.healing.breaker import BreakerState, breaker_key
 from monitoriza.healing.healer import KILL_SWITCH_SETTING
@@ -512,3 +513,21 @@ def test_pages_render_quickly(make_app: AppMaker) -> None:
         page(viewer, "/console/healing")
         page(viewer, "/console/audit")
     assert (time.perf_counter() - started) / 10 < 0.5
+
+
+def test_memory_is_ranked_per_site_with_the_other_sites_pooled() -> None:
+    """Two condominiums, one signature: each site's own outcomes rank first; what healed at
+    the other site is shown beside them and counts at the pooled weight."""
+    learned = [
+        {"site": "aurora", "signature": "redis:service:ServiceDown", "service": "redis",
+         "action": "restart", "successes": 3, "failures": 0},
+        {"site": "aurora", "signature": "redis:service:ServiceDown", "service": "redis",
+         "action": "flush", "successes": 0, "failures": 2},
+        {"site": "bosque", "signature": "redis:service:ServiceDown", "service": "redis",
+         "action": "flush", "successes": 4, "failures": 0},
+    ]
+    rows = memory_rows(learned, 0.5)
+    aurora = [(r.action, r.rank, r.pooled_successes) for r in rows if r.site == "aurora"]
+    assert aurora == [("restart", 1, 0), ("flush", 2, 4)]
+    bosque = [(r.action, r.rank, r.successes) for r in rows if r.site == "bosque"]
+    assert bosque == [("flush", 1, 4)]

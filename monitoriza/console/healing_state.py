@@ -26,7 +26,14 @@ from monitoriza.healing.budget import BUDGET_KEY_PREFIX, BudgetState, budget_key
 from monitoriza.healing.budget import check as budget_check
 from monitoriza.healing.healer import KILL_SWITCH_SETTING
 from monitoriza.healing.kill_switch import AUDIT_KIND
-from monitoriza.healing.memory import Outcomes, demoted, lower_bound, rank, success_ratio
+from monitoriza.healing.memory import (
+    Outcomes,
+    demoted,
+    lower_bound,
+    rank,
+    success_ratio,
+    with_pooled,
+)
 from monitoriza.healing.policy import in_maintenance
 from monitoriza.store import audit
 
@@ -56,13 +63,16 @@ class BudgetRow:
 
 @dataclass(frozen=True, slots=True)
 class MemoryRow:
+    site: str
     signature: str
     service: str
     action: str
-    rank: int  # 1 is what the healer tries first for this signature and service
-    successes: int
+    rank: int  # 1 is what the healer tries first for this site, signature and service
+    successes: int  # at this site
     failures: int
-    success_ratio: float
+    pooled_successes: int  # at the other sites, counted at pooled_weight in the ranking
+    pooled_failures: int
+    success_ratio: float  # the ranking's: local and weighted pooled evidence
     lower_bound: float
     demoted: bool
 
@@ -138,20 +148,28 @@ def budget_rows(stored: Mapping[str, Mapping[str, Any]], services: Sequence[str]
     return sorted(rows, key=lambda row: (row.remaining, row.service))
 
 
-def memory_rows(learned: Sequence[Mapping[str, Any]]) -> list[MemoryRow]:
-    """Operational memory ranked per (signature, service) as the healer ranks candidates."""
-    groups: dict[tuple[str, str], dict[str, Outcomes]] = defaultdict(dict)
-    for row in learned:
-        groups[(str(row["signature"]), str(row["service"]))][str(row["action"])] = Outcomes(
-            int(row["successes"]), int(row["failures"]))
+def memory_rows(learned: Sequence[Mapping[str, Any]], weight: float) -> list[MemoryRow]:
+    """Operational memory ranked per (site, signature, service) as the healer ranks
+    candidates: each site's own outcomes, with the other sites' pooled at ``weight``."""
+    local: dict[tuple[str, str, str], dict[str, Outcomes]] = defaultdict(dict)
+    pooled: dict[tuple[str, str, str], dict[str, Outcomes]] = defaultdict(dict)
+    for row in with_pooled(learned, weight):
+        key = (str(row["site"]), str(row["signature"]), str(row["service"]))
+        action = str(row["action"])
+        local[key][action] = Outcomes(int(row["successes"]), int(row["failures"]))
+        pooled[key][action] = Outcomes(int(row["pooled_successes"]),
+                                       int(row["pooled_failures"]))
     rows = []
-    for (signature, service), candidates in sorted(groups.items(), key=lambda item: (
-            item[0][1], item[0][0])):
-        for position, action in enumerate(rank(candidates), start=1):
-            outcomes = candidates[action]
-            rows.append(MemoryRow(signature, service, action, position, outcomes.successes,
-                                  outcomes.failures, success_ratio(outcomes),
-                                  lower_bound(outcomes), demoted(outcomes)))
+    for key, candidates in sorted(local.items(), key=lambda item: (
+            item[0][0], item[0][2], item[0][1])):
+        site, signature, service = key
+        for position, action in enumerate(rank(candidates, pooled[key], weight), start=1):
+            mine, away = candidates[action], pooled[key][action]
+            rows.append(MemoryRow(site, signature, service, action, position, mine.successes,
+                                  mine.failures, away.successes, away.failures,
+                                  success_ratio(mine, away, weight),
+                                  lower_bound(mine, pooled=away, weight=weight),
+                                  demoted(mine, away, weight)))
     return rows
 
 
@@ -192,4 +210,6 @@ def read_healing(conn: Connection, config: Config, kill_switch_on: bool,
         budgets=tuple(budget_rows(repository.all_states(conn, BUDGET_KEY_PREFIX),
                                   sorted({service for service, _ in playbooks}), settings,
                                   now)),
-        memory=tuple(memory_rows(repository.all_memory(conn))))
+        memory=tuple(memory_rows(
+            repository.all_memory(conn, config.responder.default_site),
+            settings.pooled_memory_weight)))

@@ -99,7 +99,9 @@ def healing() -> str:
     state = responder_of(current_app)
     with reading(state.journal.engine) as conn:
         view = read_healing(conn, state.config, state.healer.kill_switch_on(conn), time.time())
-    return render_template("healing.html", view=view, refresh=_settings().refresh)
+    return render_template("healing.html", view=view, refresh=_settings().refresh,
+                           pooled_memory_weight=responder_of(current_app).config.responder
+                           .healing.pooled_memory_weight)
 
 
 @console.post("/healing/kill-switch")
