@@ -432,3 +432,80 @@ def test_a_replica_that_dies_during_the_trial_does_not_wedge_the_breaker(
         assert http_target.hits("/heal/trial") == 0  # the trial is never run by anyone
     finally:
         cluster.close()
+
+
+SITES = [f"condominio-{index:02d}" for index in range(1, 21)]
+
+
+def test_twenty_sites_through_an_ha_pair_one_action_each_with_a_replica_killed(
+        tmp_path: Path, cluster_db: str, http_target: HttpTarget,
+        responder_process: ResponderFactory) -> None:
+    """Twenty condominiums lose their backend at once; both Alertmanagers of an HA pair send
+    every alert to three replicas, and one replica is killed (-9) while actions are running:
+    each site gets its own incident and exactly one action, its own heal call at most once
+    (the killed replica's interrupted call is recorded, never repeated), and the audit chain
+    has no gap and verifies."""
+    binary = require_binary("prometheus-alertmanager")
+    for site in SITES:
+        http_target.respond(f"/heal/{site}", json_body={"ok": True}, delay=1.0)
+    replicas = start_replicas(responder_process, tmp_path, 3, store_url=cluster_db,
+                              target=http_target, path="/heal/{label.site}", lease="3s")
+    cluster_ports = [free_port(), free_port()]
+    pair: list[ClusteredAlertmanager] = []
+    try:
+        for index, port in enumerate(cluster_ports):
+            directory = tmp_path / f"alertmanager-{index}"
+            directory.mkdir()
+            config = alertmanager_config(directory, [replica.url for replica in replicas])
+            pair.append(ClusteredAlertmanager(binary, directory, config, cluster_port=port,
+                                              peers=[p for p in cluster_ports if p != port]))
+        for alertmanager in pair:
+            alertmanager.start()
+        assert wait_until(lambda: all(am.cluster_peers() == 2 for am in pair), 20.0), \
+            "the Alertmanagers did not form a cluster:\n" + pair[0].log()
+
+        started = time.time() - 30
+        alerts = [firing("ServiceDown", "backend", "P2", started) for _ in SITES]
+        for alert, site in zip(alerts, SITES, strict=True):
+            alert["labels"]["site"] = site
+        for alertmanager in pair:
+            alertmanager.post_alerts(alerts)
+
+        def calls() -> int:
+            return sum(http_target.hits(f"/heal/{site}") for site in SITES)
+
+        assert wait_until(lambda: calls() >= 4, 30.0), "no healing call was made"
+        victim = replicas[0]
+        victim.kill9()
+        survivor = replicas[1]
+
+        def settled() -> bool:
+            done = query(cluster_db, "SELECT count(*) FROM actions WHERE state = 'done'")[0][0]
+            return bool(done == len(SITES)) and drained(cluster_db)
+
+        assert wait_until(settled, 60.0), query(cluster_db, "SELECT state, count(*) FROM "
+                                                            "actions GROUP BY state")
+        time.sleep(4.0)  # a lease more and the second Alertmanager's peer_timeout: no repeats
+        per_site = query(cluster_db, "SELECT site, count(*) FROM incidents GROUP BY site")
+        assert sorted(per_site) == [(site, 1) for site in SITES]
+        actions = query(cluster_db, "SELECT i.site, a.outcome, a.detail FROM actions a "
+                                    "JOIN incidents i ON i.id = a.incident_id")
+        assert sorted(site for site, _, _ in actions) == SITES  # one action per incident
+        for site, outcome, detail in actions:
+            hits = http_target.hits(f"/heal/{site}")
+            if outcome == "success":
+                assert hits == 1, (site, hits)
+            else:  # the call the killed replica was making: recorded, never repeated
+                assert outcome == "failure" and "interrupted" in detail, (site, detail)
+                assert hits <= 1, (site, hits)
+        kinds = audit_kinds(cluster_db)
+        assert kinds.count("action.started") == len(SITES)
+        assert_contiguous(cluster_db)
+        result = audit_verify(survivor)
+        assert result.returncode == 0, result.stdout + result.stderr
+        interrupted = sum(outcome != "success" for _, outcome, _ in actions)
+        print(f"\n20 sites, HA pair, 3 replicas, one killed mid-storm: 20 incidents, 20 actions "
+              f"({interrupted} interrupted by the kill), {calls()} heal calls")
+    finally:
+        for alertmanager in pair:
+            alertmanager.stop()
