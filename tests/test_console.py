@@ -38,7 +38,7 @@ from tests.support.binaries import free_port, wait_until
 from tests.support.http_targets import HttpTarget
 from tests.support.prometheus import PrometheusFactory
 from tests.support.redis_server import RedisServer
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, post, process
 
 VIEWER_TOKEN = "viewer-token-9876543210"
 SCRIPT = '<script>alert("x")</script>'
@@ -109,13 +109,6 @@ def notification(service: str, alertname: str, *, severity: str = "P4",
                        "commonAnnotations": {}, "externalURL": "",
                        "groupKey": f'{{}}:{{service="{service}"}}', "truncatedAlerts": 0})
 
-
-def process(app: Flask) -> None:
-    state = responder_of(app)
-    while state.worker.run_once():
-        pass
-    while state.healer.run_once():
-        pass
 
 
 class TestLogin:

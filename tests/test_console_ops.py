@@ -37,7 +37,7 @@ from monitoriza.store import actions, audit, reading
 from tests.support.binaries import wait_until
 from tests.support.http_targets import HttpTarget
 from tests.support.prometheus import PrometheusFactory
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, post, process
 from tests.test_drill_matrix import load_data, run_data
 from tests.test_healing_e2e import notification
 
@@ -125,13 +125,6 @@ def csrf(html: str) -> str:
     assert found is not None, "the page has no form with a CSRF token"
     return found.group(1)
 
-
-def process(app: Flask) -> None:
-    state = responder_of(app)
-    while state.worker.run_once():
-        pass
-    while state.healer.run_once():
-        pass
 
 
 def outcomes(app: Flask) -> list[str]:

@@ -28,7 +28,7 @@ from monitoriza.store import actions
 from tests.support.alertmanager import CaptureServer
 from tests.support.binaries import free_port, require_binary, wait_until
 from tests.support.dockerd import DockerEngine
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, post, process
 
 
 def notification(service: str, alertname: str, *, status: str = "firing",
@@ -82,13 +82,6 @@ def _close_stores() -> Iterator[None]:
     while _APPS:
         responder_of(_APPS.pop()).journal.engine.dispose()
 
-
-def process(app: Flask) -> None:
-    state = responder_of(app)
-    while state.worker.run_once():
-        pass
-    while state.healer.run_once():
-        pass
 
 
 def outcomes(app: Flask) -> list[str]:

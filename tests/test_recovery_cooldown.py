@@ -18,7 +18,7 @@ from monitoriza.config import config_from_data
 from monitoriza.responder.app import create_app
 from monitoriza.responder.state import responder_of
 from monitoriza.store import actions, incidents
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, post, process
 
 COOLDOWN = 2.0
 
@@ -57,13 +57,6 @@ def app(tmp_path: Path, store_url: str, http_target: Any) -> Iterator[Flask]:
     yield application
     responder_of(application).journal.engine.dispose()
 
-
-def process(app: Flask) -> None:
-    state = responder_of(app)
-    while state.worker.run_once():
-        pass
-    while state.healer.run_once():
-        pass
 
 
 def send(app: Flask, body: str) -> None:

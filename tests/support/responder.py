@@ -61,6 +61,16 @@ def post(client: FlaskClient, body: bytes | str, token: str | None = TOKEN,
     return client.post("/api/v1/alerts", data=body, headers=headers, content_type=content_type)
 
 
+def process(app: Flask) -> None:
+    """Drive an app built with ``start_worker=False``: its journal worker until nothing is
+    left to process, then its healer until no action is left to run."""
+    state = responder_of(app)
+    while state.worker.run_once():
+        pass
+    while state.healer.run_once():
+        pass
+
+
 def counts(state: Responder) -> tuple[int, int]:
     """(journal rows, notifications) in the store."""
     with state.journal.engine.connect() as conn:
