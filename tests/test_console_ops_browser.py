@@ -27,7 +27,7 @@ from monitoriza.responder.state import responder_of
 from tests.support.browser import PAGE_TIMEOUT, chromium_driver, login, save_screenshot
 from tests.support.http_targets import HttpTarget
 from tests.support.prometheus import PrometheusFactory
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, post, process
 from tests.test_console_ops import (
     FORECASTS,
     VIEWER,
@@ -35,7 +35,6 @@ from tests.test_console_ops import (
     audit_kinds,
     ops_config,
     outcomes,
-    process,
     scraped_prometheus,
     write_drill_results,
 )
