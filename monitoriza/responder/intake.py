@@ -1,30 +1,68 @@
 """``POST /api/v1/alerts``: the Alertmanager webhook.
 
 Order of checks: token (401), content type (415), size (413), JSON (400), v4 schema (400),
-then one committed journal transaction for the whole notification, and only then 200. If the
-journal cannot be written the answer is 503, which Alertmanager retries; nothing that got a
-2xx is ever lost. A rejected request writes nothing.
+then a committed journal transaction holding the whole notification, and only then 200. The
+transaction is shared with the notifications that arrive at the same time
+(:mod:`monitoriza.responder.group_commit`, ``responder.group_commit_max``; 0 commits each
+notification in its own request thread). If the journal cannot be written within
+``store_timeout`` the answer is 503, which Alertmanager retries; nothing that got a 2xx is
+ever lost. A rejected request writes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from monitoriza.logs import first, get_logger
 from monitoriza.responder.auth import protect
 from monitoriza.responder.errors import error
+from monitoriza.responder.group_commit import GroupCommitter, JournalCommitError
+from monitoriza.responder.journal import Accepted
 from monitoriza.responder.state import responder_of
-from monitoriza.responder.webhook import WebhookError, parse_notification
+from monitoriza.responder.webhook import Notification, WebhookError, parse_notification
 
 log = logging.getLogger(__name__)
 events = get_logger(__name__)
 blueprint = protect(Blueprint("intake", __name__))
+_COMMITTER = "monitoriza.group_commit"  # its key in app.extensions
+_committer_made = threading.Lock()
+
+
+def committer_of(app: Flask) -> GroupCommitter[Connection] | None:
+    """The app's group committer, made on first use; None when group commit is off."""
+    committer: GroupCommitter[Connection] | None = app.extensions.get(_COMMITTER)
+    if committer is not None:
+        return committer
+    state = responder_of(app)
+    settings = state.config.responder
+    if settings.group_commit_max == 0:
+        return None
+    with _committer_made:
+        committer = app.extensions.get(_COMMITTER)
+        if committer is None:
+            committer = GroupCommitter(state.journal.intake_transaction,
+                                       state.journal.journal_batch,
+                                       max_alerts=settings.group_commit_max,
+                                       timeout=settings.store_timeout)
+            app.extensions[_COMMITTER] = committer
+    return committer
+
+
+def journal_notification(app: Flask, notification: Notification) -> Accepted:
+    """Journal ``notification`` durably: in a shared commit, or alone when group commit is
+    off. JournalCommitError or SQLAlchemyError when it is not known to be journaled."""
+    committer = committer_of(app)
+    if committer is None:
+        return responder_of(app).journal.accept(notification)
+    return committer.submit(notification)
 
 
 def read_body(limit: int) -> bytes:
@@ -69,7 +107,11 @@ def receive_alerts() -> tuple[Response, int]:
     except WebhookError as exc:
         return error(400, "bad request", str(exc), details=exc.details[:20])
     try:
-        accepted = state.journal.accept(notification)
+        accepted = journal_notification(current_app, notification)
+    except JournalCommitError as exc:
+        # The committer logged a failed batch once, with its traceback.
+        log.warning("%s; answering 503 so that Alertmanager retries", exc)
+        return error(503, "service unavailable", "the journal cannot be written right now")
     except SQLAlchemyError:
         log.exception("journal write failed; answering 503 so that Alertmanager retries")
         return error(503, "service unavailable", "the journal cannot be written right now")

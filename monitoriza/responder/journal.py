@@ -17,9 +17,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -29,7 +40,9 @@ from monitoriza.store import journal, notifications, reading, writing
 
 LAST_ERROR_CHARS = 2000  # of ``last_error``: the exception's class and message
 _REPLAY_CHUNK = 500  # ids per statement (SQLite binds at most 32766 parameters)
-UNFINISHED = ("pending", "claimed")  # the journal's depth; ``done`` and ``dead`` are not in it
+KEY_COLUMNS = ("receiver", "group_key", "fingerprint", "status", "starts_at")
+UNFINISHED = ("pending", "claimed")
+  # the journal's depth; ``done`` and ``dead`` are not in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +101,11 @@ def describe_error(error: BaseException) -> str:
     return text.encode("utf-8", "backslashreplace").decode()
 
 
+def _key(row: dict[str, object]) -> tuple[str, ...]:
+    """A journal row's alert key, the table's unique key."""
+    return tuple(str(row[column]) for column in KEY_COLUMNS)
+
+
 def _labels(alert: str) -> dict[str, object]:
     try:
         labels = json.loads(alert).get("labels")
@@ -126,30 +144,82 @@ class Journal:
 
     def accept(self, notification: Notification, now: float | None = None) -> Accepted:
         """Journal every alert of ``notification`` in one committed transaction."""
+        return self.accept_batch([notification], now)[0]
+
+    def accept_batch(self, batch: Sequence[Notification],
+                     now: float | None = None) -> list[Accepted]:
+        """Journal every alert of every notification of ``batch`` in one committed
+        transaction (a group commit): all of them, or, when it raises, none."""
+        with self.intake_transaction() as conn:
+            return self.journal_batch(conn, batch, now)
+
+    def intake_transaction(self) -> AbstractContextManager[Connection]:
+        """The transaction intake writes in: it commits when the block ends. On SQLite the
+        store's write lock is held from its start (``BEGIN IMMEDIATE``)."""
+        # Concurrent intakes need no turn-taking: the unique key settles duplicates.
+        return writing(self.engine, serialized=False)
+
+    def journal_batch(self, conn: Connection, batch: Sequence[Notification],
+                      now: float | None = None) -> list[Accepted]:
+        """Journal every alert of every notification of ``batch`` in ``conn``'s transaction.
+
+        Each notification's answer is what it would have been had the batch's notifications
+        been accepted one after the other, ordered by their alert keys: an alert key held by
+        two of them is new for the first and a duplicate for the second. Ordering by key,
+        not by arrival (they arrived together), makes batches on PostgreSQL that hold the same
+        notifications (an HA pair posting one group to two replicas) insert their keys in one
+        order, so that they wait for each other instead of deadlocking. A notification's own
+        alerts keep their order: the worker processes them in it.
+
+        A few statements for the whole batch, not one per row: SQLAlchemy compiles each
+        statement once and sends the rows as parameter lists.
+        """
         now = time.time() if now is None else now
-        rows = [{"receiver": notification.receiver, "group_key": notification.groupKey,
+        rows = [self._rows(notification, now) for notification in batch]
+        order = sorted(range(len(batch)), key=lambda position: [_key(row) for row in
+                                                                 rows[position]])
+        holder: dict[tuple[str, ...], int] = {}  # each key's first notification, in order
+        candidates = []
+        for position in order:
+            for row in rows[position]:
+                if (key := _key(row)) not in holder:
+                    holder[key] = position
+                    candidates.append(row)
+        new = [0] * len(batch)
+        for key in self._insert_new(conn, candidates):
+            new[holder[key]] += 1
+        records = [{"received_at": now, "receiver": batch[position].receiver,
+                    "group_key": batch[position].groupKey, "status": batch[position].status,
+                    "alerts": len(rows[position]), "new_alerts": new[position],
+                    "truncated_alerts": batch[position].truncatedAlerts}
+                   for position in order]
+        if records:
+            conn.execute(insert(notifications), records)
+        return [Accepted(len(notification.alerts), new[position])
+                for position, notification in enumerate(batch)]
+
+    def _insert_new(self, conn: Connection, rows: list[dict[str, object]]
+                    ) -> list[tuple[str, ...]]:
+        """Insert those of ``rows`` (distinct keys) whose key is not stored yet; return the
+        keys inserted. The unique key decides, so a replica inserting the same key at the
+        same time is settled too; no conflict target, because on PostgreSQL the alert key is
+        an index over expressions."""
+        if not rows:
+            return []
+        insert_new = self._insert(journal).on_conflict_do_nothing().returning(
+            *(journal.c[name] for name in KEY_COLUMNS))
+        # With RETURNING, a parameter list is sent as multi-row INSERTs ("insertmanyvalues").
+        return [tuple(row) for row in conn.execute(insert_new, rows)]
+
+    @staticmethod
+    def _rows(notification: Notification, now: float) -> list[dict[str, object]]:
+        return [{"receiver": notification.receiver, "group_key": notification.groupKey,
                  "fingerprint": alert.fingerprint, "status": alert.status,
                  "starts_at": alert.startsAt,
                  "alert": json.dumps(document, sort_keys=True, separators=(",", ":")),
                  "received_at": now}
                 for alert, document in zip(notification.alerts,
                                            alert_documents(notification), strict=True)]
-        # Concurrent intakes need no turn-taking: the unique key settles duplicates.
-        with writing(self.engine, serialized=False) as conn:
-            new = 0
-            if rows:
-                # No conflict target: the alert key is the table's only unique key besides
-                # the generated id, and on PostgreSQL it is an index over expressions.
-                statement = self._insert(journal).on_conflict_do_nothing().returning(
-                    journal.c.id)
-                # One statement per row: executemany with RETURNING is not portable.
-                new = sum(len(conn.execute(statement, row).all()) for row in rows)
-            conn.execute(insert(notifications).values(
-                received_at=now, receiver=notification.receiver,
-                group_key=notification.groupKey, status=notification.status,
-                alerts=len(rows), new_alerts=new,
-                truncated_alerts=notification.truncatedAlerts))
-        return Accepted(len(rows), new)
 
     def claim(self, owner: str, lease: float, limit: int = 50,
               now: float | None = None) -> list[JournalRow]:
