@@ -36,6 +36,7 @@ from monitoriza.logs import register_secret
 from monitoriza.pipeline import JournalRow
 from monitoriza.responder import audit_api, drills, healing_api, intake, operations
 from monitoriza.responder.dead_letters import blueprint as dead_letters_api
+from monitoriza.responder.intake import committer_of
 from monitoriza.responder.journal import Journal
 from monitoriza.responder.metrics import ResponderMetrics
 from monitoriza.responder.state import Responder, responder_of
@@ -102,9 +103,13 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
         # After commits only: a checkpoint of an uncommitted entry would read as truncation.
         audit.maybe_checkpoint()
 
+    def intake_waiting() -> bool:
+        committer = committer_of(app)
+        return committer is not None and committer.unanswered() > 0
+
     worker = JournalWorker(journal, HealingProcessor(config, audit, notify=notifier.incident),
                            lease=settings.lease, on_processed=on_processed,
-                           after_batch=checkpoint)
+                           after_batch=checkpoint, intake_waiting=intake_waiting)
     verifier = AuditVerifier(audit, metrics, settings.audit.verify_interval)
     app.extensions["monitoriza"] = Responder(
         config, token if token is not None else read_token(settings.token_file), journal,

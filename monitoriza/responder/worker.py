@@ -61,7 +61,12 @@ class JournalWorker:
                  after_batch: Callable[[], None] | None = None,
                  retry: RetryPolicy | None = None, audit: AuditAppender | None = None,
                  on_dead_letter: Callable[[JournalRow, str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 intake_waiting: Callable[[], bool] | None = None,
+                 batch_while_intake_waits: int = 2) -> None:
+        """``intake_waiting`` says whether notifications wait for the store: the worker then
+        claims ``batch_while_intake_waits`` rows, not ``batch``, so that its transaction
+        (which holds SQLite's write lock) ends soon and the webhook's commit goes first."""
         self.journal = journal
         self.processor = processor
         self.lease = lease
@@ -78,10 +83,15 @@ class JournalWorker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_loop_error: str | None = None
+        self._intake_waiting = intake_waiting
+        self.batch_while_intake_waits = batch_while_intake_waits
 
     def run_once(self) -> int:
         """Claim one batch and process it; return how many rows were processed."""
-        rows = self.journal.claim(self.owner, self.lease, self.batch, now=self.clock())
+        batch = (self.batch_while_intake_waits
+                 if self._intake_waiting is not None and self._intake_waiting()
+                 else self.batch)
+        rows = self.journal.claim(self.owner, self.lease, batch, now=self.clock())
         fresh = []
         for row in rows:
             if row.attempts > self.retry.max_attempts:
