@@ -17,13 +17,11 @@ from pydantic_core import ErrorDetails
 
 from monitoriza.config.schema import (
     PROBE_KINDS,
-    CommandAction,
     Config,
     DockerProbe,
-    HttpAction,
     Service,
 )
-from monitoriza.config.sites import site_errors, site_services
+from monitoriza.config.sites import site_errors, site_services, step_errors
 from monitoriza.exceptions import ConfigError
 
 ROOT = "(root)"
@@ -201,8 +199,6 @@ def _graph_errors(services: Mapping[str, Service]) -> list[str]:
 def _playbook_errors(config: Config) -> list[str]:
     """Playbooks refer to real probes and stay inside the responder's allow-lists."""
     errors = []
-    healing = config.responder.healing
-    allowed_urls = [str(url) for url in healing.allowed_urls]
     for name, service in config.services.items():
         probes = {probe.name for probe in service.probes}
         seen: set[str] = set()
@@ -218,16 +214,7 @@ def _playbook_errors(config: Config) -> list[str]:
                     errors.append(f"{path}.verify.probe: {name} has no probe "
                                   f"{book.verify.probe!r}")
             for part, steps in (("steps", book.steps), ("rollback", book.rollback)):
-                for number, step in enumerate(steps):
-                    where = f"{path}.{part}[{number}]"
-                    if isinstance(step, CommandAction):
-                        if step.argv[0] not in healing.allowed_commands:
-                            errors.append(f"{where}.argv[0]: {step.argv[0]!r} is not in "
-                                          "responder.healing.allowed_commands")
-                    elif isinstance(step, HttpAction) and "{" not in step.url and not any(
-                            step.url.startswith(prefix) for prefix in allowed_urls):
-                        errors.append(f"{where}.url: {step.url!r} is not under any of "
-                                      "responder.healing.allowed_urls")
+                errors += step_errors(config, f"{path}.{part}", steps)
     return errors
 
 

@@ -10,7 +10,7 @@ the loader's check, with each error naming its path under ``sites``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from monitoriza.config.schema import (
@@ -97,7 +97,9 @@ def _probe_errors(path: str, probe: Probe | None, change: ProbeOverride) -> list
     return errors
 
 
-def _step_errors(config: Config, path: str, steps: list[Any]) -> list[str]:
+def step_errors(config: Config, path: str, steps: Sequence[Any]) -> list[str]:
+    """Each step of ``path`` whose command or URL the healing allow-lists do not allow (a
+    URL with a ``{label.X}`` placeholder is checked when it is rendered)."""
     healing = config.responder.healing
     allowed_urls = [str(url) for url in healing.allowed_urls]
     errors = []
@@ -143,8 +145,8 @@ def site_errors(config: Config) -> list[str]:
                 if book_name not in books:
                     errors.append(f"{where}: the service has no such playbook")
                     continue
-                errors += _step_errors(config, f"{where}.steps", edit.steps or [])
-                errors += _step_errors(config, f"{where}.rollback", edit.rollback or [])
+                errors += step_errors(config, f"{where}.steps", edit.steps or [])
+                errors += step_errors(config, f"{where}.rollback", edit.rollback or [])
     known = {config.responder.default_site, *config.sites}
     own = config.exporter.site
     if own is not None and own not in known:
