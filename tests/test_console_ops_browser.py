@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -66,8 +67,11 @@ def text_of(driver: WebDriver, element_id: str) -> str:
 
 
 def wait_for_text(driver: WebDriver, element_id: str, expected: str) -> None:
-    WebDriverWait(driver, PAGE_TIMEOUT).until(
-        lambda d: d.find_elements(By.ID, element_id) and expected in text_of(d, element_id))
+    """Wait for ``expected`` in the element; a page that is replaced while it is read (the
+    redirect after a form) is read again, not a failure."""
+    WebDriverWait(driver, PAGE_TIMEOUT, ignored_exceptions=[StaleElementReferenceException]
+                  ).until(lambda d: d.find_elements(By.ID, element_id)
+                          and expected in text_of(d, element_id))
 
 
 def turn_healing_off_then_heal(driver: WebDriver, base: str, app: Flask,
