@@ -83,6 +83,27 @@ def start_replicas(responder_process: ResponderFactory, tmp_path: Path, count: i
             for index in range(count)]
 
 
+def start_ha_pair(binary: str, tmp_path: Path, replicas: list[ResponderProcess]
+                  ) -> list[ClusteredAlertmanager]:
+    """Two Alertmanagers in one gossip cluster, each notifying every replica; started, and
+    returned once they see each other (the caller stops them)."""
+    cluster_ports = [free_port(), free_port()]
+    pair = []
+    for index, port in enumerate(cluster_ports):
+        directory = tmp_path / f"alertmanager-{index}"
+        directory.mkdir()
+        config = alertmanager_config(directory, [replica.url for replica in replicas])
+        pair.append(ClusteredAlertmanager(binary, directory, config, cluster_port=port,
+                                          peers=[p for p in cluster_ports if p != port]))
+    for alertmanager in pair:
+        alertmanager.start()
+    if not wait_until(lambda: all(am.cluster_peers() == 2 for am in pair), 20.0):
+        for alertmanager in pair:
+            alertmanager.stop()
+        raise AssertionError("the Alertmanagers did not form a cluster:\n" + pair[0].log())
+    return pair
+
+
 def drained(url: str) -> bool:
     return bool(query(url, "SELECT count(*) FROM journal WHERE state != 'done'")[0][0] == 0)
 
@@ -166,19 +187,9 @@ def test_ha_pair_and_three_replicas_heal_a_failing_service_once(
     http_target.respond("/heal/backend", json_body={"ok": True})
     replicas = start_replicas(responder_process, tmp_path, 3, store_url=cluster_db,
                               target=http_target, path="/heal/backend", lease="5s")
-    cluster_ports = [free_port(), free_port()]
     pair: list[ClusteredAlertmanager] = []
     try:
-        for index, port in enumerate(cluster_ports):
-            directory = tmp_path / f"alertmanager-{index}"
-            directory.mkdir()
-            config = alertmanager_config(directory, [replica.url for replica in replicas])
-            pair.append(ClusteredAlertmanager(binary, directory, config, cluster_port=port,
-                                              peers=[p for p in cluster_ports if p != port]))
-        for alertmanager in pair:
-            alertmanager.start()
-        assert wait_until(lambda: all(am.cluster_peers() == 2 for am in pair), 20.0), \
-            "the Alertmanagers did not form a cluster:\n" + pair[0].log()
+        pair += start_ha_pair(binary, tmp_path, replicas)
 
         # As Prometheus does: every alert to every Alertmanager, with the same startsAt.
         started = time.time() - 30
@@ -450,19 +461,9 @@ def test_twenty_sites_through_an_ha_pair_one_action_each_with_a_replica_killed(
         http_target.respond(f"/heal/{site}", json_body={"ok": True}, delay=1.0)
     replicas = start_replicas(responder_process, tmp_path, 3, store_url=cluster_db,
                               target=http_target, path="/heal/{label.site}", lease="3s")
-    cluster_ports = [free_port(), free_port()]
     pair: list[ClusteredAlertmanager] = []
     try:
-        for index, port in enumerate(cluster_ports):
-            directory = tmp_path / f"alertmanager-{index}"
-            directory.mkdir()
-            config = alertmanager_config(directory, [replica.url for replica in replicas])
-            pair.append(ClusteredAlertmanager(binary, directory, config, cluster_port=port,
-                                              peers=[p for p in cluster_ports if p != port]))
-        for alertmanager in pair:
-            alertmanager.start()
-        assert wait_until(lambda: all(am.cluster_peers() == 2 for am in pair), 20.0), \
-            "the Alertmanagers did not form a cluster:\n" + pair[0].log()
+        pair += start_ha_pair(binary, tmp_path, replicas)
 
         started = time.time() - 30
         alerts = [firing("ServiceDown", "backend", "P2", started) for _ in SITES]
