@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from tests.support.binaries import free_port, wait_until
 from tests.support.http_targets import HttpTarget
 from tests.support.prometheus import PrometheusFactory
 from tests.support.redis_server import RedisServer
-from tests.support.responder import TOKEN, post, process
+from tests.support.responder import TOKEN, closed_after_test, post, process
 
 VIEWER_TOKEN = "viewer-token-9876543210"
 SCRIPT = '<script>alert("x")</script>'
@@ -46,15 +45,6 @@ ESCAPED_SCRIPT = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
 
 TIMES, EN_DASH = "\u00d7", "\u2013"  # the overview's "P3 times 1" and "1 h to 2 h"
 
-_APPS: list[Flask] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    """Close the pools of the responders a test built, before its database is dropped."""
-    yield
-    while _APPS:
-        responder_of(_APPS.pop()).journal.engine.dispose()
 
 
 def console_app(tmp_path: Path, store_url: str, *, services: dict[str, Any] | None = None,
@@ -73,7 +63,7 @@ def console_app(tmp_path: Path, store_url: str, *, services: dict[str, Any] | No
             "console": {"session_secret_file": str(tmp_path / "console.secret"),
                         "readonly_token_file": str(tmp_path / "viewer-token")}}})
     app = create_app(config, token=TOKEN, start_worker=False)
-    _APPS.append(app)
+    closed_after_test(app)
     return app
 
 

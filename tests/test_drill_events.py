@@ -12,7 +12,6 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +38,12 @@ from monitoriza.responder.drill_events import (
 from monitoriza.responder.state import responder_of
 from monitoriza.store import create_store
 from tests.support.alertmanager import CaptureServer
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, closed_after_test, post
 
 SERVICES = {"redis": {"tier": "critical"}, "backend": {"depends_on": ["redis"]},
             "guardian": {}}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
-_APPS: list[Flask] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    """Close the pools of the responders a test built, before its database is dropped."""
-    yield
-    while _APPS:
-        responder_of(_APPS.pop()).journal.engine.dispose()
 
 
 def config_for(tmp_path: Path, store_url: str, **healing: Any) -> Config:
@@ -67,7 +57,7 @@ def config_for(tmp_path: Path, store_url: str, **healing: Any) -> Config:
 def build(tmp_path: Path, store_url: str, **healing: Any) -> Flask:
     app = create_app(config_for(tmp_path, store_url, **healing), token=TOKEN,
                      start_worker=False)
-    _APPS.append(app)
+    closed_after_test(app)
     return app
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -32,7 +30,7 @@ from monitoriza.responder.state import responder_of
 from monitoriza.store import actions, incidents, writing
 from tests.support.alertmanager import CaptureServer
 from tests.support.http_targets import HttpTarget
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, closed_after_test, post
 
 HEALING = Path(__file__).parent.parent / "monitoriza" / "healing"
 
@@ -64,15 +62,6 @@ def alert_body(service: str, alertname: str, fingerprint: str, *, status: str = 
                        "groupKey": f"{{}}:{{service=\"{service}\"}}", "truncatedAlerts": 0})
 
 
-_APPS: list[Flask] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    """Close the pools of the responders a test built, before its database is dropped."""
-    yield
-    while _APPS:
-        responder_of(_APPS.pop()).journal.engine.dispose()
 
 
 def build(tmp_path: Path, store_url: str, services: dict[str, Any], clock: FakeClock,
@@ -84,7 +73,7 @@ def build(tmp_path: Path, store_url: str, services: dict[str, Any], clock: FakeC
                   "checkpoint_file": str(tmp_path / "checkpoints.jsonl")},
         "healing": {"kill_switch_file": str(tmp_path / "kill-switch"), **healing}}})
     app = create_app(config, token=TOKEN, start_worker=False)
-    _APPS.append(app)
+    closed_after_test(app)
     state = responder_of(app)
     healer = Healer(state.journal.engine, config, state.audit, clock=clock.time,
                     monotonic=clock.time, sleep=clock.sleep)

@@ -9,7 +9,6 @@ happened. The healer runs on a fake clock (it stands in for time only: backoff, 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from monitoriza.responder.state import responder_of
 from monitoriza.store import actions, incidents, writing
 from tests.support.http_targets import HttpTarget
 from tests.support.prometheus import PrometheusFactory
-from tests.support.responder import TOKEN, post
+from tests.support.responder import TOKEN, closed_after_test, post
 
 START = 1_800_000_000.0
 
@@ -79,15 +78,6 @@ def alert_body(service: str, alertname: str, fingerprint: str, site: str | None,
                        "truncatedAlerts": 0})
 
 
-_APPS: list[Flask] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_stores() -> Iterator[None]:
-    """Close the pools of the responders a test built, before its database is dropped."""
-    yield
-    while _APPS:
-        responder_of(_APPS.pop()).journal.engine.dispose()
 
 
 def estate(target: HttpTarget, playbooks: tuple[str, ...] = ("restart-redis",)) -> dict[str, Any]:
@@ -114,7 +104,7 @@ def build(tmp_path: Path, store_url: str, data: dict[str, Any], clock: FakeClock
         "healing": {"kill_switch_file": str(tmp_path / "kill-switch"),
                     "allowed_urls": [target.url("/heal/")], **healing}}})
     app = create_app(config, token=TOKEN, start_worker=False)
-    _APPS.append(app)
+    closed_after_test(app)
     state = responder_of(app)
     healer = Healer(state.journal.engine, config, state.audit, clock=clock.time,
                     monotonic=clock.time, sleep=clock.sleep)
@@ -270,7 +260,7 @@ class TestDefaultSite:
             "healing": {"kill_switch_file": str(tmp_path / "kill-switch"),
                         "allowed_urls": [http_target.url("/heal/")]}}})
         app = create_app(config, token=TOKEN, start_worker=False)
-        _APPS.append(app)
+        closed_after_test(app)
         client = app.test_client()
         post(client, alert_body("redis", "ServiceDown", "a", "ignored"))
         post(client, alert_body("redis", "ServiceDown", "b", None, condominio="aurora"))

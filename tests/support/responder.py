@@ -61,6 +61,23 @@ def post(client: FlaskClient, body: bytes | str, token: str | None = TOKEN,
     return client.post("/api/v1/alerts", data=body, headers=headers, content_type=content_type)
 
 
+_BUILT: list[Flask] = []
+
+
+def closed_after_test(app: Flask) -> Flask:
+    """``app``, whose store's connection pool is closed when the test ends (before a
+    PostgreSQL test database is dropped)."""
+    _BUILT.append(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def _close_built_apps() -> Iterator[None]:
+    yield
+    while _BUILT:
+        responder_of(_BUILT.pop()).journal.engine.dispose()
+
+
 def process(app: Flask) -> None:
     """Drive an app built with ``start_worker=False``: its journal worker until nothing is
     left to process, then its healer until no action is left to run."""
