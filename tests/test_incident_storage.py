@@ -214,7 +214,9 @@ class TestBoundedStore:
         storm(app, 40, 260)
         large = statements_per_alert(engine, app, 300, 20)
         assert large[0] <= small[0] + 0.25  # a checkpoint or an extra claim, not more
-        assert large[1] <= small[1] + 8  # a longer journal id, say
+        # A longer journal id, timestamps whose repr is a few digits longer: not the
+        # kilobytes a statement would gain if it carried the incident's other alerts.
+        assert large[1] <= small[1] * 1.05, (small, large)
         if engine.dialect.name == "sqlite":
             assert large[2] <= small[2] * 1.25, (small, large)
         with engine.connect() as conn:
