@@ -19,8 +19,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -41,7 +42,10 @@ from sqlalchemy import (
     inspect,
     make_url,
     select,
+    text,
 )
+
+from monitoriza.exceptions import MonitorizaError
 
 metadata = MetaData()
 
@@ -117,6 +121,26 @@ audit = Table(
     Column("data", Text, nullable=False),  # canonical JSON
     Column("prev", _string(64), nullable=False),
     Column("hash", _string(64), nullable=False),
+)
+
+# Audit entries written by alert processing on PostgreSQL, waiting for the sequencer
+# (monitoriza.audit.log.AuditLog.integrate) to give them their place in the chain: processing
+# at many sites at once then never waits for the chain, only the sequencer does, once per batch.
+audit_pending = Table(
+    "audit_pending", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", _string(40), nullable=False),
+    Column("kind", _string(64), nullable=False),
+    Column("data", Text, nullable=False),  # canonical JSON
+    Column("queued_at", Float, nullable=False),
+)
+
+# The schema version of the store: one row per migration applied (see MIGRATIONS).
+schema_migrations = Table(
+    "schema_migrations", metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", _string(128), nullable=False),
+    Column("applied_at", Float, nullable=False),
 )
 
 
@@ -339,6 +363,36 @@ WRITE_LOCK_KEY = int.from_bytes(hashlib.sha256(b"monitoriza.audit.append").diges
                                 "big", signed=True)
 
 
+def site_lock_key(site: str) -> int:
+    """The advisory lock key (a bigint) of one site's processing."""
+    digest = hashlib.sha256(b"monitoriza.site:" + site.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class LockHolds:
+    """How long, and how often, this process held each kind of store lock: ``cluster`` (every
+    writer waits), ``site`` (writers of the same site wait), ``chain`` (the audit sequencer).
+    It is what replicas pay for each other, exported as
+    ``monitoriza_store_lock_hold_seconds_total``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[int, float]] = {}
+
+    def add(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            count, total = self._held.get(kind, (0, 0.0))
+            self._held[kind] = (count + 1, total + seconds)
+
+    def snapshot(self) -> dict[str, tuple[int, float]]:
+        """``kind -> (times held, seconds held)``."""
+        with self._lock:
+            return dict(self._held)
+
+
+LOCK_HOLDS = LockHolds()
+
+
 def serialize(conn: Connection) -> None:
     """Make ``conn``'s transaction wait for, then exclude, every other serialized writer until
     it ends; a no-op on SQLite, where ``BEGIN IMMEDIATE`` already did it. Taking it again in
@@ -347,8 +401,27 @@ def serialize(conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(WRITE_LOCK_KEY)))
 
 
+def lock_sites(conn: Connection, sites: Collection[str]) -> None:
+    """Make ``conn``'s transaction exclude every other writer of ``sites``, and every
+    serialized writer, but not writers of other sites; a no-op on SQLite.
+
+    The cluster lock is taken shared, so a :func:`serialize` writer still excludes everyone;
+    the sites' locks are taken in key order, in one round trip, so that two transactions
+    locking overlapping sites cannot deadlock. Such a transaction must not :func:`serialize`
+    (upgrading the shared lock could deadlock with another site's writer).
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({site_lock_key(site) for site in sites})
+    conn.execute(text(
+        "SELECT pg_advisory_xact_lock_shared(:cluster), "
+        "(SELECT count(pg_advisory_xact_lock(key)) FROM unnest(CAST(:keys AS bigint[])) "
+        "AS key)"), {"cluster": WRITE_LOCK_KEY, "keys": keys})
+
+
 @contextmanager
-def writing(engine: Engine, *, serialized: bool = True) -> Iterator[Connection]:
+def writing(engine: Engine, *, serialized: bool = True,
+            sites: Collection[str] | None = None) -> Iterator[Connection]:
     """A write transaction; on SQLite, threads of this process take turns on a Python lock.
 
     SQLite's own busy handler makes a waiting writer sleep in growing steps (up to 100 ms)
@@ -356,18 +429,34 @@ def writing(engine: Engine, *, serialized: bool = True) -> Iterator[Connection]:
     after the lock was freed; a Python lock hands it over at once. Writers in other processes
     still meet SQLite's lock and its timeout.
 
-    On PostgreSQL the transaction starts with :func:`serialize`, unless ``serialized`` is
-    False: only for writes that stay correct when they interleave with any other.
+    On PostgreSQL the transaction starts with :func:`serialize`, or with :func:`lock_sites`
+    when ``sites`` are given (a writer that only reads and writes those sites' state), or with
+    no lock when ``serialized`` is False: only for writes that stay correct when they
+    interleave with any other.
     """
     lock = _WRITE_LOCKS.get(engine)
     if lock is None:
-        with engine.begin() as conn:
-            if serialized:
-                serialize(conn)
-            yield conn
+        kind = "site" if sites is not None else "cluster" if serialized else None
+        held_from = None
+        try:
+            with engine.begin() as conn:
+                if sites is not None:
+                    lock_sites(conn, sites)
+                elif serialized:
+                    serialize(conn)
+                held_from = time.perf_counter()
+                yield conn
+        finally:
+            if kind is not None and held_from is not None:
+                LOCK_HOLDS.add(kind, time.perf_counter() - held_from)
         return
-    with lock, engine.begin() as conn:
-        yield conn
+    with lock:
+        held_from = time.perf_counter()
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            LOCK_HOLDS.add("cluster", time.perf_counter() - held_from)
 
 
 @contextmanager
@@ -407,10 +496,73 @@ def create_store(url: str, timeout: float = 5.0) -> Engine:
                                              "options": options})
     with engine.begin() as conn:
         serialize(conn)  # replicas starting together: one creates the tables, the rest see them
-        metadata.create_all(conn)
-        add_missing_columns(conn)
-        add_missing_indexes(conn)
+        migrate(conn)
     return engine
+
+
+class StoreVersionError(MonitorizaError):
+    """The store was written by a newer release, whose schema this one does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the store's schema; ``apply`` runs inside the upgrade's transaction."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection], object]
+
+
+def _earlier_releases(conn: Connection) -> None:
+    add_missing_columns(conn)
+    add_missing_indexes(conn)
+
+
+def _nothing(_conn: Connection) -> None:
+    """A step whose table ``create_all`` makes (a new table needs no change to old data)."""
+
+
+# Append only: a released step is never edited, and a new column of an existing table
+# needs a step of its own (tests/test_store_upgrade.py compares a migrated store with a
+# new one, column by column and index by index).
+MIGRATIONS = (
+    Migration(1, "columns and indexes that stores of releases before versions lack",
+              _earlier_releases),
+    Migration(2, "audit entries wait in audit_pending for the sequencer", _nothing),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def migrate(conn: Connection) -> list[Migration]:
+    """Bring the store on ``conn`` to :data:`SCHEMA_VERSION`; returns the steps applied.
+
+    A new store gets the current schema from ``create_all`` and is recorded at the current
+    version; a store of an earlier release (without ``schema_migrations``: version 0) gets
+    the tables it lacks, then each step it has not had, in order, in this transaction.
+    """
+    tables = set(inspect(conn).get_table_names())
+    fresh = "journal" not in tables
+    metadata.create_all(conn)
+    applied = {int(version) for (version,) in conn.execute(select(schema_migrations.c.version))}
+    newest = max(applied, default=0)
+    if newest > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"the store has schema version {newest}, newer than this release's "
+            f"{SCHEMA_VERSION}: run the release that wrote it, or a newer one")
+    steps = [step for step in MIGRATIONS if step.version not in applied]
+    now = time.time()
+    for step in steps:
+        if not fresh:
+            step.apply(conn)
+        conn.execute(schema_migrations.insert().values(version=step.version, name=step.name,
+                                                       applied_at=now))
+    return [] if fresh else steps
+
+
+def schema_version(conn: Connection) -> int:
+    """The newest migration the store has had (0: a store of a release before versions)."""
+    return int(conn.execute(select(func.coalesce(func.max(schema_migrations.c.version), 0)))
+               .scalar_one())
 
 
 def add_missing_columns(conn: Connection) -> list[str]:

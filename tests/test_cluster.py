@@ -501,6 +501,11 @@ def test_twenty_sites_through_an_ha_pair_one_action_each_with_a_replica_killed(
                 assert hits <= 1, (site, hits)
         kinds = audit_kinds(cluster_db)
         assert kinds.count("action.started") == len(SITES)
+        # Every processed alert's entries are in the chain, those the killed replica queued
+        # included: the survivors' sequencers integrated them.
+        assert kinds.count("alert.received") + kinds.count("alert.stale") == query(
+            cluster_db, "SELECT count(*) FROM journal WHERE outcome IS NOT NULL")[0][0]
+        assert query(cluster_db, "SELECT count(*) FROM audit_pending")[0][0] == 0
         assert_contiguous(cluster_db)
         result = audit_verify(survivor)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -191,7 +191,8 @@ class TestDurability:
         client = app.test_client()
         for name in REPLAYED:
             post(client, fixture_body(name))
-        workers = [JournalWorker(state.journal, state.worker.processor, lease=30, batch=2)
+        workers = [JournalWorker(state.journal, state.worker.processor, lease=30, batch=2,
+                                 after_batch=state.audit.integrate)
                    for _ in range(4)]
         processed = [0] * len(workers)
 
@@ -217,7 +218,8 @@ class TestDurability:
         crashed = JournalWorker(state.journal, state.worker.processor, lease=0.2)
         claimed = state.journal.claim(crashed.owner, lease=0.2)
         assert len(claimed) == 3
-        survivor = JournalWorker(state.journal, state.worker.processor, lease=30)
+        survivor = JournalWorker(state.journal, state.worker.processor, lease=30,
+                                 after_batch=state.audit.integrate)
         assert survivor.run_once() == 0  # still leased
         threading.Event().wait(0.3)
         assert survivor.run_once() == 3

@@ -141,7 +141,8 @@ def test_replicas_process_each_alert_once(make_responder_app: AppFactory) -> Non
     clients = [app.test_client() for app in apps]
     for index, name in enumerate(REPLAYED):
         assert post(clients[index % 2], fixture_body(name)).status_code == 200
-    workers = [JournalWorker(state.journal, state.worker.processor, lease=60, batch=2)
+    workers = [JournalWorker(state.journal, state.worker.processor, lease=60, batch=2,
+                             after_batch=state.audit.integrate)
                for state in states for _ in range(2)]
     processed = [0] * len(workers)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, inspect, select
 
 from monitoriza.audit.log import AuditLog
 from monitoriza.config import Config, config_from_data
@@ -21,7 +23,18 @@ from monitoriza.healing import repository
 from monitoriza.healing.memory import Outcomes
 from monitoriza.responder.app import create_app
 from monitoriza.responder.state import responder_of
-from monitoriza.store import add_missing_columns, add_missing_indexes, create_store, incidents
+from monitoriza.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    StoreVersionError,
+    add_missing_columns,
+    add_missing_indexes,
+    create_store,
+    incidents,
+    migrate,
+    schema_migrations,
+    schema_version,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-edf6060"
 
@@ -170,3 +183,136 @@ class TestSitesInAnOldStore:
             assert state.audit.verify().ok
         finally:
             responder_of(app).journal.engine.dispose()
+
+
+CURRENT_FIXTURE = Path(__file__).parent / "fixtures" / "store-e8fd7ac"
+
+
+@pytest.fixture
+def current_store(tmp_path: Path) -> Path:
+    """A private copy of the store written by release e8fd7ac (two sites)."""
+    copy = tmp_path / "current"
+    shutil.copytree(CURRENT_FIXTURE, copy)
+    return copy
+
+
+def schema_of(engine: Engine) -> dict[str, Any]:
+    """Every table's columns (type, nullable) and index names, as the database has them."""
+    found = inspect(engine)
+    return {table: ({column["name"]: (str(column["type"]), column["nullable"])
+                     for column in found.get_columns(table)},
+                    sorted(str(index["name"]) for index in found.get_indexes(table)))
+            for table in found.get_table_names()}
+
+
+def applied_versions(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return [int(version) for (version,) in conn.execute(
+            select(schema_migrations.c.version).order_by(schema_migrations.c.version))]
+
+
+class TestVersionedMigrations:
+    """Stores record their schema version; an old store is migrated step by step, in place."""
+
+    @pytest.mark.parametrize("fixture", [FIXTURE, CURRENT_FIXTURE], ids=["edf6060", "e8fd7ac"])
+    def test_migrated_store_has_the_new_schema(self, fixture: Path, tmp_path: Path) -> None:
+        """A store of either earlier release, once migrated, has exactly the tables, columns
+        and indexes of a store this release creates: a schema change without its migration
+        step fails here."""
+        copy = tmp_path / "old"
+        shutil.copytree(fixture, copy)
+        migrated = create_store(f"sqlite:///{copy / 'responder.db'}")
+        fresh = create_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+        try:
+            assert schema_of(migrated) == schema_of(fresh)
+            assert applied_versions(migrated) == applied_versions(fresh) == [
+                step.version for step in MIGRATIONS]
+        finally:
+            migrated.dispose()
+            fresh.dispose()
+
+    def test_current_release_store_upgrades_in_place(self, current_store: Path) -> None:
+        """The store written by release e8fd7ac opens: it is migrated once (opening again
+        applies nothing), its chain and checkpoints verify, each site keeps its incident and
+        its memory, and the responder processes a new alert of either site into its chain."""
+        database = current_store / "responder.db"
+        assert "schema_migrations" not in tables_of(database)
+        url = f"sqlite:///{database}"
+        engine = create_store(url)
+        with engine.begin() as conn:
+            assert schema_version(conn) == SCHEMA_VERSION
+            assert migrate(conn) == []
+        engine.dispose()
+
+        config = config_for(current_store)
+        app = create_app(config, token="t", start_worker=False)
+        try:
+            state = responder_of(app)
+            before = state.audit.verify()
+            assert before.ok, before.reason
+            assert (before.head_seq, before.checkpoints) == (18, 3)
+            with state.journal.engine.connect() as conn:
+                assert [(row.site, row.state) for row in conn.execute(
+                    select(incidents.c.site, incidents.c.state).order_by(incidents.c.id))] == [
+                    ("aurora", "healing"), ("bosque", "healing")]
+                local, pooled = repository.outcomes(conn, "redis:service:ServiceDown",
+                                                    "redis", "aurora", "default")
+            assert (local, pooled) == ({"restart-redis": Outcomes(1, 0)},
+                                       {"restart-redis": Outcomes(1, 0)})
+            response = app.test_client().post(
+                "/api/v1/alerts", data=_alert("after-upgrade", site="bosque"),
+                headers={"Authorization": "Bearer t"}, content_type="application/json")
+            assert response.status_code == 200, response.get_data(as_text=True)
+            while state.worker.run_once():
+                pass
+            after = state.audit.verify()
+            assert after.ok and after.head_seq > 18
+        finally:
+            responder_of(app).journal.engine.dispose()
+
+    def test_store_of_a_newer_release_is_refused(self, tmp_path: Path) -> None:
+        """A store whose schema is newer than this release's is not opened, and opening it
+        changes nothing: the error names both versions."""
+        url = f"sqlite:///{tmp_path / 'newer.db'}"
+        create_store(url).dispose()
+        with sqlite3.connect(tmp_path / "newer.db") as conn:
+            conn.execute("INSERT INTO schema_migrations (version, name, applied_at) "
+                         f"VALUES ({SCHEMA_VERSION + 1}, 'from the future', 0)")
+            conn.execute("DROP TABLE audit_pending")
+        with pytest.raises(StoreVersionError, match=(
+                f"schema version {SCHEMA_VERSION + 1}, newer than this release's "
+                f"{SCHEMA_VERSION}")):
+            create_store(url)
+        assert "audit_pending" not in tables_of(tmp_path / "newer.db")
+
+    def test_replicas_opening_an_old_store_together_migrate_it_once(
+            self, current_store: Path) -> None:
+        """Four processes' worth of engines opening the old store at once: one migrates,
+        the others see the result (each step recorded once, the chain intact)."""
+        url = f"sqlite:///{current_store / 'responder.db'}"
+        engines: list[Engine] = []
+        errors: list[BaseException] = []
+
+        def open_store() -> None:
+            try:
+                engines.append(create_store(url, timeout=20.0))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        try:
+            assert errors == []
+            assert applied_versions(engines[0]) == [step.version for step in MIGRATIONS]
+        finally:
+            for engine in engines:
+                engine.dispose()
+
+
+def tables_of(database: Path) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        return {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}

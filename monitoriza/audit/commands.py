@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -32,6 +33,8 @@ from monitoriza.store import create_store
 EXIT_OK = 0
 EXIT_BROKEN = 1
 EXIT_USAGE = 2
+# A responder integrates queued entries within a second; older ones mean none is running.
+PENDING_STALE_SECONDS = 60.0
 DEFAULT_LOOKBACK = 30 * 86400.0  # --prometheus-lookback: 30d
 
 _SEQ = re.compile(r"^seq:(\d+)$")
@@ -141,6 +144,7 @@ def verify_command(config: Config, out: TextIO | None = None,
                 return EXIT_BROKEN
             result, witnessed = _verify(log, options)
             elsewhere = log.recorded_elsewhere()
+            waiting, oldest = log.pending()
     except (AuditError, SQLAlchemyError) as exc:
         print(f"audit verify: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -156,7 +160,19 @@ def verify_command(config: Config, out: TextIO | None = None,
               f"seq {last} (verify it on its host)", file=out)
     if witnessed is not None:
         print(witnessed, file=out)
+    if waiting:
+        print(_pending_line(waiting, oldest, time.time()), file=out)
     return EXIT_OK if result.ok else EXIT_BROKEN
+
+
+def _pending_line(waiting: int, oldest: float | None, now: float) -> str:
+    """Entries queued by processing are in no chain, so nothing above checked them."""
+    age = 0.0 if oldest is None else max(0.0, now - oldest)
+    line = (f"not yet in the chain: {waiting} entries waiting for the sequencer, the oldest "
+            f"queued {age:.1f}s ago")
+    if age > PENDING_STALE_SECONDS:
+        line += " (no responder has integrated them: is one running?)"
+    return line
 
 
 def export_command(config: Config, since: str | None, out: TextIO) -> int:

@@ -23,8 +23,10 @@ shortening the file is no longer a way to make a truncation unseen.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -61,11 +63,22 @@ from monitoriza.audit.checkpoints import (
     write_public_key,
 )
 from monitoriza.config.schema import Audit as AuditConfig
-from monitoriza.store import audit, audit_checkpoints, reading, serialize
+from monitoriza.store import (
+    LOCK_HOLDS,
+    audit,
+    audit_checkpoints,
+    audit_pending,
+    reading,
+)
 
 log = logging.getLogger(__name__)
 
 BATCH = 10_000
+INTEGRATE_BATCH = 1_000  # pending entries given their place in the chain per lock taken
+# The lock of the chain's head on PostgreSQL: held by the sequencer while it integrates a
+# batch, and by a direct append until its transaction ends.
+CHAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"monitoriza.audit.chain").digest()[:8],
+                                "big", signed=True)
 _COLUMNS = (audit.c.seq, audit.c.ts, audit.c.kind, audit.c.data, audit.c.prev, audit.c.hash)
 
 
@@ -121,7 +134,7 @@ class AuditLog:
     def __init__(self, engine: Engine, *, hmac_key: bytes | None,
                  checkpoints: Checkpoints | None, checkpoint_every: int = 100,
                  checkpoint_interval: float = 5.0,
-                 checkpoint_file: str | Path | None = None) -> None:
+                 checkpoint_file: str | Path | None = None, sequencer: bool = True) -> None:
         """``checkpoint_file`` names the file when ``checkpoints`` is None because neither it
         nor a key exists: then checkpoints the store records still make verification fail.
         Without either, verification checks the chain alone."""
@@ -132,6 +145,10 @@ class AuditLog:
         self.key_fingerprint = (key_fingerprint(checkpoints.public_key)
                                 if checkpoints is not None else None)
         self._key = hmac_key
+        # On PostgreSQL, processing queues its entries (enqueue) and the sequencer integrates
+        # them (integrate); on SQLite every writer already takes turns, so entries go straight
+        # into the chain.
+        self.sequenced = sequencer and engine.dialect.name == "postgresql"
         self._every = checkpoint_every
         self._interval = checkpoint_interval
         # The newest checkpoint this process knows of; others may have written newer ones.
@@ -148,17 +165,19 @@ class AuditLog:
                                                  public_key=public_key),
                    checkpoint_every=config.checkpoint_every,
                    checkpoint_interval=config.checkpoint_interval,
-                   checkpoint_file=config.checkpoint_file)
+                   checkpoint_file=config.checkpoint_file, sequencer=config.sequencer)
 
     # Writing, inside the caller's transaction.
 
     def append(self, conn: Connection, kind: str, data: Mapping[str, object], *,
                now: datetime | None = None) -> AuditEntry:
-        """Add an entry on ``conn``, in its transaction; it commits or rolls back with it."""
-        if not 1 <= len(kind) <= MAX_KIND_LENGTH:
-            raise AuditError(f"audit kind must be 1 to {MAX_KIND_LENGTH} characters: {kind!r}")
-        data_text = canonical_data(data)
-        ts = format_ts(now if now is not None else datetime.now(UTC))
+        """Add an entry on ``conn``, in its transaction; it commits or rolls back with it.
+
+        The chain's head stays locked until that transaction ends: for writers that need the
+        entry's seq at once (drill events, the kill switch), not for alert processing, which
+        uses :meth:`enqueue`.
+        """
+        ts, data_text = self._entry(kind, data, now)
         head_seq, head_hash = self._lock_head(conn)
         row = link(head_seq, head_hash, ts, kind, data_text, key=self._key)
         seq, _, _, _, prev, digest = row
@@ -166,11 +185,90 @@ class AuditLog:
                                           hash=digest))
         return AuditEntry.from_row(row)
 
+    def enqueue(self, conn: Connection, kind: str, data: Mapping[str, object], *,
+                now: datetime | None = None) -> AuditEntry | None:
+        """Add an entry on ``conn``, in its transaction, without waiting for the chain.
+
+        With the sequencer (PostgreSQL), the entry waits in ``audit_pending`` until
+        :meth:`integrate` gives it its place: it commits or rolls back with the caller's
+        transaction, like an appended one, and returns None (its seq is not known yet).
+        Otherwise this is :meth:`append`.
+        """
+        if not self.sequenced:
+            return self.append(conn, kind, data, now=now)
+        ts, data_text = self._entry(kind, data, now)
+        conn.execute(insert(audit_pending).values(ts=ts, kind=kind, data=data_text,
+                                                  queued_at=time.time()))
+        return None
+
+    @staticmethod
+    def _entry(kind: str, data: Mapping[str, object],
+               now: datetime | None) -> tuple[str, str]:
+        if not 1 <= len(kind) <= MAX_KIND_LENGTH:
+            raise AuditError(f"audit kind must be 1 to {MAX_KIND_LENGTH} characters: {kind!r}")
+        return format_ts(now if now is not None else datetime.now(UTC)), canonical_data(data)
+
     def _lock_head(self, conn: Connection) -> tuple[int, str]:
-        serialize(conn)  # already held if the transaction began in writing()
+        if conn.dialect.name == "postgresql":
+            # Already held if this transaction appended before; the sequencer takes it too.
+            conn.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
         found = conn.execute(select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc())
                              .limit(1).with_for_update()).first()
         return (0, GENESIS) if found is None else (found.seq, found.hash)
+
+    def integrate(self, limit: int = INTEGRATE_BATCH) -> int:
+        """Give the committed pending entries their place in the chain, oldest first, up to
+        ``limit`` per transaction (one lock of the head per batch, the way a Certificate
+        Transparency log integrates its queued leaves); returns how many.
+
+        Any replica may run it; the head's lock makes them take turns, and an entry leaves
+        ``audit_pending`` in the transaction that puts it in the chain, so none is integrated
+        twice or lost. When it returns, every entry committed before it was called is in the
+        chain (unless a concurrent call integrated it first).
+        """
+        if not self.sequenced:
+            return 0
+        total = 0
+        while True:
+            if not self._anything_pending():
+                return total
+            held_from = None
+            try:
+                with self.engine.begin() as conn:
+                    head_seq, head_hash = self._lock_head(conn)
+                    held_from = time.perf_counter()
+                    pending = conn.execute(
+                        select(audit_pending.c.id, audit_pending.c.ts, audit_pending.c.kind,
+                               audit_pending.c.data)
+                        .order_by(audit_pending.c.id).limit(limit)).all()
+                    rows = []
+                    for _, ts, kind, data_text in pending:
+                        row = link(head_seq, head_hash, ts, kind, data_text, key=self._key)
+                        head_seq, head_hash = row[0], row[5]
+                        rows.append(dict(zip(("seq", "ts", "kind", "data", "prev", "hash"),
+                                             row, strict=True)))
+                    if rows:
+                        conn.execute(insert(audit), rows)
+                        conn.execute(audit_pending.delete().where(
+                            audit_pending.c.id.in_([entry[0] for entry in pending])))
+            finally:
+                if held_from is not None:
+                    LOCK_HOLDS.add("chain", time.perf_counter() - held_from)
+            total += len(pending)
+            if len(pending) < limit:
+                return total
+
+    def _anything_pending(self) -> bool:
+        """Without a lock: most calls find nothing, and must not queue on the head for it."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(audit_pending.c.id).limit(1)).first() is not None
+
+    def pending(self) -> tuple[int, float | None]:
+        """How many entries wait for the sequencer, and when the oldest was queued."""
+        with reading(self.engine) as conn:
+            count, oldest = conn.execute(select(func.count(), func.min(
+                audit_pending.c.queued_at))).one()
+        return int(count), None if oldest is None else float(oldest)
 
     # Reading, from a snapshot of committed entries.
 
@@ -376,3 +474,15 @@ class AuditLog:
         except SQLAlchemyError:
             log.warning("audit checkpoint at seq %d is in %s but could not be recorded in the "
                         "store", checkpoint.seq, self.checkpoint_file, exc_info=True)
+
+
+class QueuedEntries:
+    """An :class:`~monitoriza.audit.appender.AuditAppender` that queues entries for the
+    sequencer (:meth:`AuditLog.enqueue`) instead of taking the chain's head: for alert
+    processing, whose transactions must not wait for each other's audit entries."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def append(self, conn: Connection, kind: str, data: Mapping[str, object]) -> object:
+        return self.log.enqueue(conn, kind, data)

@@ -319,6 +319,10 @@ class Audit(Strict):
     checkpoint_interval: Duration = 5.0
     # The responder re-verifies the whole chain this often and exports the result.
     verify_interval: Duration = 600.0
+    # On PostgreSQL, alert processing queues its entries and a sequencer integrates them into
+    # the chain in batches, so sites are processed side by side (docs/scaling.md). False: every
+    # processing transaction holds one cluster-wide lock, the design before sites.
+    sequencer: bool = True
 
 
 class Budget(Strict):

@@ -15,15 +15,17 @@ Tests pass ``start_worker=False`` and drive the worker and the healer themselves
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from monitoriza.audit.log import AuditLog
+from monitoriza.audit.log import AuditLog, QueuedEntries
 from monitoriza.audit.metrics import AuditHeadCollector
 from monitoriza.config.schema import Config
+from monitoriza.config.schema import Responder as ResponderSettings
 from monitoriza.console import init_console
 from monitoriza.exceptions import ConfigError
 from monitoriza.healing.chat import notifier_from_config
@@ -32,6 +34,7 @@ from monitoriza.healing.healer import Healer, HealOutcome
 from monitoriza.healing.metrics import HealingCollector
 from monitoriza.healing.notices import NoticeSender
 from monitoriza.healing.notify import Escalator, IncidentNotifier
+from monitoriza.healing.sites import site_of
 from monitoriza.logs import register_secret
 from monitoriza.pipeline import JournalRow
 from monitoriza.responder import audit_api, drills, healing_api, intake, operations
@@ -59,6 +62,17 @@ def read_token(path: str) -> str:
     return token
 
 
+def row_site(settings: ResponderSettings) -> Callable[[JournalRow], str]:
+    """The site of a journaled alert, by the responder's site label."""
+
+    def site_of_row(row: JournalRow) -> str:
+        labels = row.document().get("labels")
+        return site_of(labels if isinstance(labels, dict) else {}, settings.site_label,
+                       settings.default_site)
+
+    return site_of_row
+
+
 def create_app(config: Config, *, token: str | None = None, start_worker: bool = True,
                test_config: dict[str, Any] | None = None,
                config_file: Path | None = None) -> Flask:
@@ -76,7 +90,7 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
     journal = Journal(engine)
     audit = AuditLog.from_config(engine, settings.audit)
     metrics = ResponderMetrics()
-    metrics.watch_store(journal, audit.count)
+    metrics.watch_store(journal, audit.count, audit.pending if audit.sequenced else None)
     metrics.registry.register(AuditHeadCollector(audit.head))  # Prometheus as a witness
 
     chat = notifier_from_config(settings.healing.chat)
@@ -101,15 +115,21 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
 
     def checkpoint() -> None:
         # After commits only: a checkpoint of an uncommitted entry would read as truncation.
+        # The batch's queued entries are integrated first, so they are in the chain before
+        # the healer acts on the batch; an idle round integrates what others left.
+        audit.integrate()
         audit.maybe_checkpoint()
 
     def intake_waiting() -> bool:
         committer = committer_of(app)
         return committer is not None and committer.unanswered() > 0
 
-    worker = JournalWorker(journal, HealingProcessor(config, audit, notify=notifier.incident),
-                           lease=settings.lease, on_processed=on_processed,
-                           after_batch=checkpoint, intake_waiting=intake_waiting)
+    # With the sequencer, processing queues its audit entries and locks only its sites.
+    worker = JournalWorker(
+        journal, HealingProcessor(config, QueuedEntries(audit) if audit.sequenced else audit,
+                                  notify=notifier.incident),
+        lease=settings.lease, on_processed=on_processed, after_batch=checkpoint,
+        intake_waiting=intake_waiting, site_of=row_site(settings) if audit.sequenced else None)
     verifier = AuditVerifier(audit, metrics, settings.audit.verify_interval)
     app.extensions["monitoriza"] = Responder(
         config, token if token is not None else read_token(settings.token_file), journal,
@@ -142,14 +162,16 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
 
 
 def stop_app(app: Flask) -> None:
-    """Stop the journal worker, the healer and the verifier (waiting for each), then sign a
-    final checkpoint of the audit chain's head, so that a graceful stop leaves no entry
-    outside a checkpoint. Calling it again does nothing more."""
+    """Stop the journal worker, the healer and the verifier (waiting for each), then
+    integrate the entries still queued and sign a final checkpoint of the audit chain's head,
+    so that a graceful stop leaves no entry outside a checkpoint. Calling it again does
+    nothing more."""
     state = responder_of(app)
     state.worker.stop()
     state.healer.stop()
     state.verifier.stop()
     try:
+        state.audit.integrate()
         if state.audit.checkpoint():
             log.info("audit checkpoint written on stop")
     except Exception:  # a stop must complete; the next start checkpoints within the interval

@@ -11,20 +11,23 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from monitoriza import __version__
 from monitoriza.responder.journal import Journal
+from monitoriza.store import LOCK_HOLDS
 
 
 class StoreCollector(Collector):
-    """Journal depth, the oldest pending alert's age, dead letters and the audit chain
-    length."""
+    """Journal depth, the oldest pending alert's age, dead letters, the audit chain length,
+    the entries waiting for the sequencer, and how long this process held the store's locks."""
 
-    def __init__(self, journal: Journal, audit_entries: Callable[[], int]) -> None:
+    def __init__(self, journal: Journal, audit_entries: Callable[[], int],
+                 audit_pending: Callable[[], tuple[int, float | None]] | None = None) -> None:
         self._journal = journal
         self._audit_entries = audit_entries
+        self._audit_pending = audit_pending
 
     def collect(self) -> Iterator[Metric]:
         depth, oldest = self._journal.depth()
@@ -41,6 +44,29 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily("monitoriza_audit_entries",
                                 "Length of the audit chain (it only grows)",
                                 value=self._audit_entries())
+        if self._audit_pending is not None:
+            waiting, oldest = self._audit_pending()
+            yield GaugeMetricFamily(
+                "monitoriza_audit_pending_entries",
+                "Audit entries committed by processing, waiting for the sequencer",
+                value=waiting)
+            yield GaugeMetricFamily(
+                "monitoriza_audit_pending_oldest_age_seconds",
+                "Age of the oldest audit entry waiting for the sequencer (0 when none)",
+                value=0.0 if oldest is None else max(0.0, time.time() - oldest))
+        held = LOCK_HOLDS.snapshot()
+        seconds = CounterMetricFamily(
+            "monitoriza_store_lock_hold_seconds",
+            "Time this process held a store lock, by lock (cluster: every writer waits; "
+            "site: writers of the same site wait; chain: the audit sequencer)", labels=["lock"])
+        times = CounterMetricFamily("monitoriza_store_lock_holds",
+                                    "Transactions of this process that held a store lock",
+                                    labels=["lock"])
+        for lock, (count, total) in sorted(held.items()):
+            seconds.add_metric([lock], total)
+            times.add_metric([lock], count)
+        yield seconds
+        yield times
 
 
 class ResponderMetrics:
@@ -87,8 +113,10 @@ class ResponderMetrics:
             "monitoriza_healing_actions", "Healing actions by outcome",
             ["service", "action", "outcome"], registry=self.registry)
 
-    def watch_store(self, journal: Journal, audit_entries: Callable[[], int]) -> None:
-        self.registry.register(StoreCollector(journal, audit_entries))
+    def watch_store(self, journal: Journal, audit_entries: Callable[[], int],
+                    audit_pending: Callable[[], tuple[int, float | None]] | None = None
+                    ) -> None:
+        self.registry.register(StoreCollector(journal, audit_entries, audit_pending))
 
     def watch_healing(self, collector: Collector) -> None:
         self.registry.register(collector)

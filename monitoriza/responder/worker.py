@@ -58,15 +58,21 @@ class JournalWorker:
     def __init__(self, journal: Journal, processor: Processor, *, lease: float,
                  batch: int = 20, idle_sleep: float = 0.2,
                  on_processed: Callable[[JournalRow, str], None] | None = None,
-                 after_batch: Callable[[], None] | None = None,
+                 after_batch: Callable[[], object] | None = None,
                  retry: RetryPolicy | None = None, audit: AuditAppender | None = None,
                  on_dead_letter: Callable[[JournalRow, str], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  intake_waiting: Callable[[], bool] | None = None,
-                 batch_while_intake_waits: int = 2) -> None:
+                 batch_while_intake_waits: int = 2,
+                 site_of: Callable[[JournalRow], str] | None = None) -> None:
         """``intake_waiting`` says whether notifications wait for the store: the worker then
         claims ``batch_while_intake_waits`` rows, not ``batch``, so that its transaction
-        (which holds SQLite's write lock) ends soon and the webhook's commit goes first."""
+        (which holds SQLite's write lock) ends soon and the webhook's commit goes first.
+
+        ``site_of`` (given when the processor touches only its alerts' sites' state and
+        queues its audit entries) makes a batch lock only its rows' sites on PostgreSQL, so
+        that replicas process other sites meanwhile; without it, a batch excludes every
+        other writer."""
         self.journal = journal
         self.processor = processor
         self.lease = lease
@@ -85,6 +91,7 @@ class JournalWorker:
         self._last_loop_error: str | None = None
         self._intake_waiting = intake_waiting
         self.batch_while_intake_waits = batch_while_intake_waits
+        self._site_of = site_of
 
     def run_once(self) -> int:
         """Claim one batch and process it; return how many rows were processed."""
@@ -116,8 +123,9 @@ class JournalWorker:
         cannot hold up the others; a row that fails alone is recorded as failed (backoff,
         then dead letter).
         """
+        sites = None if self._site_of is None else {self._site_of(row) for row in rows}
         try:
-            with writing(self.journal.engine) as conn:
+            with writing(self.journal.engine, sites=sites) as conn:
                 return [(row, outcome) for row in rows
                         if (outcome := self._process_row(conn, row)) is not None]
         except Exception as exc:
