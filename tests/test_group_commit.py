@@ -28,6 +28,7 @@ from monitoriza.responder.intake import committer_of
 from monitoriza.responder.journal import Accepted
 from monitoriza.responder.state import responder_of
 from monitoriza.responder.webhook import Notification, parse_notification
+from monitoriza.responder.worker import JournalWorker
 from monitoriza.store import notifications
 from tests.support.binaries import wait_until
 from tests.support.responder import TOKEN, AppFactory, counts, journal_locked, post
@@ -172,6 +173,52 @@ POISON_POSTGRESQL = [
        END $$""",
     """CREATE TRIGGER inject_poison BEFORE INSERT ON journal
        FOR EACH ROW EXECUTE FUNCTION inject_poison()"""]
+
+
+class TestWorkerYields:
+    """The journal worker's transaction holds SQLite's write lock: once notifications wait
+    for the store, it commits after the row it is processing instead of after its batch."""
+
+    @pytest.mark.parametrize("waits_from", [None, 2])
+    def test_worker_commits_early_once_intake_waits(self, make_responder_app: AppFactory,
+                                                   waits_from: int | None) -> None:
+        """Six alerts claimed in one batch. Intake never waiting: one transaction processes
+        all six. Intake waiting from the second row on (a stand-in for the committer's
+        queue): the first transaction stops after it, and each row after has its own; every
+        alert is processed once either way, and its audit entries are in the chain."""
+        app = make_responder_app()
+        state = responder_of(app)
+        answer = app.test_client().post(
+            "/api/v1/alerts", data=json.dumps(body("yield", [f"y{i}" for i in range(6)])),
+            headers={"Authorization": f"Bearer {TOKEN}"}, content_type="application/json")
+        assert answer.status_code == 200
+        transactions: list[Any] = []
+        rows_by_transaction: list[list[str]] = []
+
+        def processor(conn: Any, row: Any) -> str:
+            transaction = conn.get_transaction()
+            if not transactions or transactions[-1] is not transaction:
+                transactions.append(transaction)
+                rows_by_transaction.append([])
+            rows_by_transaction[-1].append(row.fingerprint)
+            return str(state.worker.processor(conn, row))
+
+        def intake_waiting() -> bool:
+            processed = sum(len(rows) for rows in rows_by_transaction)
+            return waits_from is not None and processed >= waits_from
+
+        worker = JournalWorker(state.journal, processor, lease=30, batch=20,
+                               intake_waiting=intake_waiting,
+                               after_batch=state.audit.integrate)
+        assert worker.run_once() == 6
+        fingerprints = [f"y{i}" for i in range(6)]
+        if waits_from is None:
+            assert rows_by_transaction == [fingerprints]
+        else:
+            assert rows_by_transaction == [fingerprints[:2], *([f] for f in fingerprints[2:])]
+        kinds = [entry.kind for entry in state.audit.entries()]
+        assert kinds.count("alert.received") == 6
+        assert state.journal.depth()[0] == 0
 
 
 class TestFailedCommit:

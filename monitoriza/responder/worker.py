@@ -66,8 +66,9 @@ class JournalWorker:
                  batch_while_intake_waits: int = 2,
                  site_of: Callable[[JournalRow], str] | None = None) -> None:
         """``intake_waiting`` says whether notifications wait for the store: the worker then
-        claims ``batch_while_intake_waits`` rows, not ``batch``, so that its transaction
-        (which holds SQLite's write lock) ends soon and the webhook's commit goes first.
+        claims ``batch_while_intake_waits`` rows, not ``batch``, and commits after the row it
+        is processing, so that its transaction (which holds SQLite's write lock) ends soon
+        and the webhook's commit goes first.
 
         ``site_of`` (given when the processor touches only its alerts' sites' state and
         queues its audit entries) makes a batch lock only its rows' sites on PostgreSQL, so
@@ -95,9 +96,7 @@ class JournalWorker:
 
     def run_once(self) -> int:
         """Claim one batch and process it; return how many rows were processed."""
-        batch = (self.batch_while_intake_waits
-                 if self._intake_waiting is not None and self._intake_waiting()
-                 else self.batch)
+        batch = self.batch_while_intake_waits if self._intake_waits() else self.batch
         rows = self.journal.claim(self.owner, self.lease, batch, now=self.clock())
         fresh = []
         for row in rows:
@@ -115,31 +114,52 @@ class JournalWorker:
         return len(done)
 
     def _process(self, rows: list[JournalRow]) -> list[tuple[JournalRow, str]]:
-        """Process a claimed batch in one transaction: one commit (and fsync) per batch.
+        """Process a claimed batch, in as few transactions as intake allows."""
+        done: list[tuple[JournalRow, str]] = []
+        while rows:
+            processed, rows = self._process_some(rows)
+            done += processed
+        return done
+
+    def _process_some(self, rows: list[JournalRow]) -> tuple[list[tuple[JournalRow, str]],
+                                                             list[JournalRow]]:
+        """Process ``rows`` in one transaction, one commit (and fsync) for all of them; or,
+        when notifications start waiting for the store meanwhile, commit those processed so
+        far and return the rest: an acknowledgement then waits for one row's processing, not
+        a batch's (on SQLite the worker's transaction holds the write lock).
 
         Completing a row first makes the transaction hold it: a row whose lease was lost to
         another worker is skipped, and nothing of it is committed. If processing one row
-        fails, the batch is rolled back and retried one row at a time, so that one bad row
-        cannot hold up the others; a row that fails alone is recorded as failed (backoff,
-        then dead letter).
+        fails, the transaction is rolled back and its rows retried one at a time, so that one
+        bad row cannot hold up the others; a row that fails alone is recorded as failed
+        (backoff, then dead letter).
         """
         sites = None if self._site_of is None else {self._site_of(row) for row in rows}
         try:
             with writing(self.journal.engine, sites=sites) as conn:
-                return [(row, outcome) for row in rows
-                        if (outcome := self._process_row(conn, row)) is not None]
+                done = []
+                for index, row in enumerate(rows, start=1):
+                    outcome = self._process_row(conn, row)
+                    if outcome is not None:
+                        done.append((row, outcome))
+                    if index < len(rows) and self._intake_waits():
+                        return done, rows[index:]
+                return done, []
         except Exception as exc:
             if store_unavailable(exc):
                 raise
             if len(rows) == 1:
                 self._failed(rows[0], exc)
-                return []
+                return [], []
             log.debug("a batch of %d journal rows failed (%s); retrying them one by one",
                       len(rows), _one_line(describe_error(exc)), exc_info=True)
         done = []
         for row in rows:
             done += self._process([row])
-        return done
+        return done, []
+
+    def _intake_waits(self) -> bool:
+        return self._intake_waiting is not None and self._intake_waiting()
 
     def _process_row(self, conn: Connection, row: JournalRow) -> str | None:
         if not Journal.complete(conn, row, self.owner, "processing"):
