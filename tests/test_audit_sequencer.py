@@ -177,12 +177,14 @@ class TestConcurrency:
         holder = threading.Thread(target=hold_aurora)
         holder.start()
         assert aurora_open.wait(10)
+        write("bosque", sites={"bosque"})
+        # Started after bosque's: a waiting cluster-wide writer queues every later writer
+        # behind it (PostgreSQL grants lock requests in order).
         waiting = [threading.Thread(target=write, args=("aurora",),
                                     kwargs={"sites": {"aurora", "cerro"}}),
                    threading.Thread(target=write, args=("cluster",))]
         for thread in waiting:
             thread.start()
-        write("bosque", sites={"bosque"})
         time.sleep(0.5)  # long enough for a wrongly unblocked writer to finish
         assert set(finished) == {"bosque"}
         released_at = time.monotonic()

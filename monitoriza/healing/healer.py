@@ -56,7 +56,7 @@ from monitoriza.healing.sites import DEFAULT_SITE, stored_site
 from monitoriza.healing.verify import verify
 from monitoriza.logs import bound_incident, get_logger
 from monitoriza.pipeline import worker_id
-from monitoriza.store import writing
+from monitoriza.store import reading, writing
 
 log = logging.getLogger(__name__)
 events = get_logger(__name__)
@@ -158,9 +158,29 @@ class Healer:
         return len(jobs)
 
     def _claim(self) -> list[ActionJob]:
+        """Record the interrupted actions, then lease the claimable ones.
+
+        Looked for first without a lock: the healer is woken after every processed batch and
+        mostly finds nothing, and a cluster-wide lock taken for nothing would make every
+        site's processing wait for it (PostgreSQL queues new shared requests behind it).
+        """
         now = self.clock()
+        with reading(self.engine) as conn:
+            interrupted, claimable = repository.claimable(conn, now)
+        if interrupted:
+            self._record_interrupted(now)
+        if not claimable:
+            return []
+        with writing(self.engine, serialized=False) as conn:  # SKIP LOCKED: safe side by side
+            rows = repository.claim_actions(conn, self.owner, now, self.lease)
+        return [ActionJob(r.id, r.incident_id, r.service, r.playbook, json.loads(r.alert),
+                          stored_site(r.site, self.estates.default_site))
+                for r in rows]
+
+    def _record_interrupted(self, now: float) -> None:
+        """Interrupted actions (running, lease expired) are never run again: recorded, under
+        the cluster lock, since their breakers may be any site's."""
         with writing(self.engine) as conn:
-            # Interrupted actions: running, lease expired. Never run again; record it.
             for row in repository.take_interrupted(conn, now, INTERRUPTED):
                 # Counted as the failure it is recorded as: above all, a half-open trial that
                 # died with its healer must not leave the breaker waiting for it forever.
@@ -175,10 +195,6 @@ class Healer:
                     "action": row.id, "incident": row.incident_id, "service": row.service,
                     "playbook": row.playbook, "site": site,
                     "reason": "the healer stopped mid-action; it is not run twice"})
-            rows = repository.claim_actions(conn, self.owner, now, self.lease)
-        return [ActionJob(r.id, r.incident_id, r.service, r.playbook, json.loads(r.alert),
-                          stored_site(r.site, self.estates.default_site))
-                for r in rows]
 
     def playbook(self, job: ActionJob) -> Playbook | None:
         """The job's playbook as its site has it (the site's steps, if it changes them)."""
@@ -260,7 +276,7 @@ class Healer:
         def renew() -> None:
             while not done.wait(self.lease / 3):
                 try:
-                    with writing(self.engine) as conn:
+                    with writing(self.engine, serialized=False) as conn:  # its own row
                         repository.renew_lease(conn, job.id, self.owner,
                                                self.clock() + self.lease)
                 except Exception:  # the store is down: the next renewal may work
@@ -288,7 +304,9 @@ class Healer:
     def _authorize(self, job: ActionJob, book: Playbook) -> tuple[Decision, bool]:
         """Policy, and if it says act: spend the budget slot and mark the action running."""
         context = _context(job)
-        with writing(self.engine) as conn:
+        # The site's lock: its budget, breaker and incident, against its own processing; the
+        # policy lock: decisions take turns cluster-wide (max_concurrent_actions).
+        with writing(self.engine, sites={job.site}) as conn:
             repository.lock_policy(conn)
             now = self.clock()  # after the lock: decisions are ordered as their times are
             if not repository.held_by(conn, job.id, self.owner, "claimed"):
@@ -361,7 +379,7 @@ class Healer:
         if outcome == "dry_run" and book is not None:
             context = _context(job)
             data["would_run"] = [self.runner.describe(step, context) for step in book.steps]
-        with writing(self.engine) as conn:
+        with writing(self.engine, sites={job.site}) as conn:
             repository.finish_action(conn, job.id, outcome, now, decision.reason)
             self.audit.append(conn, f"action.{outcome}", data)
         events.info("healing.refused", incident=job.incident_id, action=job.id,
@@ -379,7 +397,7 @@ class Healer:
         failed = next((r for r in results if not r.ok), None)
         reason = ("healed" + (f"; {verify_detail}" if verify_detail else "") if ok
                   else failed.detail if failed is not None else f"verify failed: {verify_detail}")
-        with writing(self.engine) as conn:
+        with writing(self.engine, sites={job.site}) as conn:
             # Recorded as interrupted meanwhile (this healer stalled past its lease): the
             # action did run once, so its real outcome is still recorded, marked late.
             late = not repository.held_by(conn, job.id, self.owner, "running")

@@ -431,6 +431,16 @@ def lock_policy(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_POLICY_LOCK})
 
 
+def claimable(conn: Connection, now: float) -> tuple[bool, bool]:
+    """(any running action's lease expired, any action can be claimed) at ``now``."""
+    interrupted = conn.execute(select(actions.c.id).where(
+        actions.c.state == "running", actions.c.lease_expires < now).limit(1)).first()
+    waiting = conn.execute(select(actions.c.id).where(or_(
+        actions.c.state == "pending",
+        (actions.c.state == "claimed") & (actions.c.lease_expires < now))).limit(1)).first()
+    return interrupted is not None, waiting is not None
+
+
 def take_interrupted(conn: Connection, now: float, detail: str) -> list[Any]:
     """Record as failed, with ``detail``, the running actions whose lease expired, and return
     them (id, incident_id, service, playbook, site). Locked and skipped when locked: two
