@@ -33,6 +33,7 @@ bench: bootstrap
 	$(PY) benchmarks/intake.py
 	$(PY) benchmarks/intake_scale.py
 	$(PY) benchmarks/slow_clients.py
+	$(PY) benchmarks/incident_storm.py
 	$(PY) benchmarks/storm.py
 	$(PY) benchmarks/audit.py
 	$(PY) benchmarks/forecast_speed.py
