@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 
+from monitoriza.audit.chain import AuditError
 from monitoriza.audit.commands import VerifyOptions, verify_command
-from monitoriza.audit.log import AuditLog
+from monitoriza.audit.log import AuditLog, QueuedEntries, collecting_processor
 from monitoriza.config import config_from_data
 from monitoriza.responder.app import create_app
 from monitoriza.responder.state import responder_of
@@ -95,6 +96,45 @@ class TestSameChain:
         assert log.pending() == (0, None)
         assert log.integrate() == 0
         assert chain(engine) == []
+
+
+class TestCollecting:
+    def test_an_alerts_entries_are_queued_in_one_statement(self, engine: Engine) -> None:
+        """Processing that writes three entries for an alert queues them with one INSERT,
+        in the order written; a row whose processing fails queues nothing, and a bad kind
+        fails where it was written."""
+        log = AuditLog(engine, hmac_key=None, checkpoints=None)
+        queued = QueuedEntries(log)
+        statements: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "audit_pending" in statement and statement.lstrip().upper().startswith("INSERT"):
+                statements.append(statement)
+
+        def three_entries(conn: Any, row: Any) -> str:
+            for kind in ("alert.received", "incident.opened", "decision.queued"):
+                queued.append(conn, kind, {"row": row})
+            if row == "poison":
+                raise RuntimeError("processing failed")
+            return "recorded"
+
+        process = collecting_processor(three_entries, queued)
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with writing(engine, sites={"aurora"}) as conn:
+                assert process(conn, "first") == "recorded"  # type: ignore[arg-type]
+            with pytest.raises(RuntimeError), writing(engine, sites={"aurora"}) as conn:
+                process(conn, "poison")  # type: ignore[arg-type]
+            with pytest.raises(AuditError, match="audit kind"), \
+                    writing(engine, sites={"aurora"}) as conn, queued.collecting(conn):
+                queued.append(conn, "", {})
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert len(statements) == 1
+        log.integrate()
+        assert [(row[2], json.loads(row[3])["row"]) for row in chain(engine)] == [
+            ("alert.received", "first"), ("incident.opened", "first"),
+            ("decision.queued", "first")]
 
 
 class TestConcurrency:

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import replace
@@ -63,6 +64,7 @@ from monitoriza.audit.checkpoints import (
     write_public_key,
 )
 from monitoriza.config.schema import Audit as AuditConfig
+from monitoriza.pipeline import JournalRow, Processor
 from monitoriza.store import (
     LOCK_HOLDS,
     audit,
@@ -178,6 +180,9 @@ class AuditLog:
         uses :meth:`enqueue`.
         """
         ts, data_text = self._entry(kind, data, now)
+        return self._append_text(conn, ts, kind, data_text)
+
+    def _append_text(self, conn: Connection, ts: str, kind: str, data_text: str) -> AuditEntry:
         head_seq, head_hash = self._lock_head(conn)
         row = link(head_seq, head_hash, ts, kind, data_text, key=self._key)
         seq, _, _, _, prev, digest = row
@@ -196,10 +201,24 @@ class AuditLog:
         """
         if not self.sequenced:
             return self.append(conn, kind, data, now=now)
-        ts, data_text = self._entry(kind, data, now)
-        conn.execute(insert(audit_pending).values(ts=ts, kind=kind, data=data_text,
-                                                  queued_at=time.time()))
+        self.enqueue_rows(conn, [self.pending_row(kind, data, now)])
         return None
+
+    def pending_row(self, kind: str, data: Mapping[str, object],
+                    now: datetime | None = None) -> dict[str, object]:
+        """An entry as ``audit_pending`` keeps it; a bad kind fails here."""
+        ts, data_text = self._entry(kind, data, now)
+        return {"ts": ts, "kind": kind, "data": data_text, "queued_at": time.time()}
+
+    def enqueue_rows(self, conn: Connection, rows: list[dict[str, object]]) -> None:
+        """Queue :meth:`pending_row` rows, in order, in one statement (with the sequencer;
+        otherwise each is appended to the chain)."""
+        if not self.sequenced:
+            for row in rows:
+                self._append_text(conn, str(row["ts"]), str(row["kind"]), str(row["data"]))
+            return
+        if rows:
+            conn.execute(insert(audit_pending).values(rows))
 
     @staticmethod
     def _entry(kind: str, data: Mapping[str, object],
@@ -479,10 +498,39 @@ class AuditLog:
 class QueuedEntries:
     """An :class:`~monitoriza.audit.appender.AuditAppender` that queues entries for the
     sequencer (:meth:`AuditLog.enqueue`) instead of taking the chain's head: for alert
-    processing, whose transactions must not wait for each other's audit entries."""
+    processing, whose transactions must not wait for each other's audit entries.
+
+    Inside :meth:`collecting`, entries are kept until the block ends and then queued in one
+    statement (an alert's processing writes two to four), or dropped if it fails.
+    """
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
+        self._collected = threading.local()
 
     def append(self, conn: Connection, kind: str, data: Mapping[str, object]) -> object:
-        return self.log.enqueue(conn, kind, data)
+        collected: list[dict[str, object]] | None = getattr(self._collected, "rows", None)
+        if collected is None:
+            return self.log.enqueue(conn, kind, data)
+        collected.append(self.log.pending_row(kind, data))
+        return None
+
+    @contextlib.contextmanager
+    def collecting(self, conn: Connection) -> Iterator[None]:
+        self._collected.rows = []
+        try:
+            yield
+            rows = self._collected.rows
+        finally:
+            self._collected.rows = None
+        self.log.enqueue_rows(conn, rows)
+
+
+def collecting_processor(processor: Processor, queued: QueuedEntries) -> Processor:
+    """``processor``, with each row's audit entries queued in one statement."""
+
+    def process(conn: Connection, row: JournalRow) -> str:
+        with queued.collecting(conn):
+            return processor(conn, row)
+
+    return process

@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from monitoriza.audit.log import AuditLog, QueuedEntries
+from monitoriza.audit.log import AuditLog, QueuedEntries, collecting_processor
 from monitoriza.audit.metrics import AuditHeadCollector
 from monitoriza.config.schema import Config
 from monitoriza.config.schema import Responder as ResponderSettings
@@ -36,7 +36,7 @@ from monitoriza.healing.notices import NoticeSender
 from monitoriza.healing.notify import Escalator, IncidentNotifier
 from monitoriza.healing.sites import site_of
 from monitoriza.logs import register_secret
-from monitoriza.pipeline import JournalRow
+from monitoriza.pipeline import JournalRow, Processor
 from monitoriza.responder import audit_api, drills, healing_api, intake, operations
 from monitoriza.responder.dead_letters import blueprint as dead_letters_api
 from monitoriza.responder.intake import committer_of
@@ -60,6 +60,16 @@ def read_token(path: str) -> str:
         raise ConfigError([f"responder.token_file: {path} is empty"])
     register_secret(token)  # never in a log line, whatever logs it
     return token
+
+
+def processor_for(config: Config, audit: AuditLog, notifier: IncidentNotifier) -> Processor:
+    """What the journal worker runs on each alert. With the sequencer, processing queues its
+    audit entries (one statement per alert) and locks only its sites."""
+    if not audit.sequenced:
+        return HealingProcessor(config, audit, notify=notifier.incident)
+    queued = QueuedEntries(audit)
+    return collecting_processor(HealingProcessor(config, queued, notify=notifier.incident),
+                                queued)
 
 
 def row_site(settings: ResponderSettings) -> Callable[[JournalRow], str]:
@@ -124,12 +134,10 @@ def create_app(config: Config, *, token: str | None = None, start_worker: bool =
         committer = committer_of(app)
         return committer is not None and committer.unanswered() > 0
 
-    # With the sequencer, processing queues its audit entries and locks only its sites.
     worker = JournalWorker(
-        journal, HealingProcessor(config, QueuedEntries(audit) if audit.sequenced else audit,
-                                  notify=notifier.incident),
-        lease=settings.lease, on_processed=on_processed, after_batch=checkpoint,
-        intake_waiting=intake_waiting, site_of=row_site(settings) if audit.sequenced else None)
+        journal, processor_for(config, audit, notifier), lease=settings.lease,
+        on_processed=on_processed, after_batch=checkpoint, intake_waiting=intake_waiting,
+        site_of=row_site(settings) if audit.sequenced else None)
     verifier = AuditVerifier(audit, metrics, settings.audit.verify_interval)
     app.extensions["monitoriza"] = Responder(
         config, token if token is not None else read_token(settings.token_file), journal,
