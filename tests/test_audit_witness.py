@@ -51,7 +51,7 @@ from monitoriza.cli import main
 from monitoriza.config import config_from_data
 from monitoriza.responder.app import create_app, stop_app
 from monitoriza.responder.state import responder_of
-from monitoriza.store import audit, audit_checkpoints, create_store, journal
+from monitoriza.store import audit, audit_checkpoints, audit_pending, create_store, journal
 from tests.support.binaries import free_port, wait_until
 from tests.support.exposition import promtool_check_metrics, scrape, value
 from tests.support.prometheus import PrometheusFactory
@@ -405,9 +405,12 @@ def store_head(engine: Engine) -> int:
 
 
 def drained(engine: Engine) -> bool:
+    """Every journaled alert processed, and its audit entries in the chain (on PostgreSQL
+    they wait in audit_pending until a sequencer integrates them, just after the commit)."""
     with engine.connect() as conn:
-        return not conn.execute(select(journal.c.id).where(journal.c.state != "done")
-                                .limit(1)).first()
+        return not (conn.execute(select(journal.c.id).where(journal.c.state != "done")
+                                 .limit(1)).first()
+                    or conn.execute(select(audit_pending.c.id).limit(1)).first())
 
 
 def send_alerts(url: str, first: int, count: int) -> None:

@@ -105,7 +105,9 @@ def start_ha_pair(binary: str, tmp_path: Path, replicas: list[ResponderProcess]
 
 
 def drained(url: str) -> bool:
-    return bool(query(url, "SELECT count(*) FROM journal WHERE state != 'done'")[0][0] == 0)
+    """Every journaled alert processed, and its audit entries integrated into the chain."""
+    return bool(query(url, "SELECT (SELECT count(*) FROM journal WHERE state != 'done') + "
+                           "(SELECT count(*) FROM audit_pending)")[0][0] == 0)
 
 
 def audit_kinds(url: str) -> list[str]:
