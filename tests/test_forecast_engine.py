@@ -20,9 +20,18 @@ import pytest
 
 from monitoriza.config import config_from_data
 from monitoriza.config.schema import Config
-from monitoriza.exporter.forecasts import CYCLE_SECONDS, ForecastEngine, align, headroom
+from monitoriza.exceptions import ConfigError
+from monitoriza.exporter.exposition import render
+from monitoriza.exporter.forecasts import (
+    CYCLE_SECONDS,
+    ForecastEngine,
+    align,
+    forecast_section,
+    headroom,
+)
 from tests.support.binaries import wait_until
 from tests.support.clock import ManualClock
+from tests.support.exposition import value
 
 NOW = 1_800_000_000.0
 
@@ -81,7 +90,8 @@ class TestEngine:
         assert engine.run_due() == 1
         (result,) = engine.results()
         assert engine.healthy()
-        assert 0 < result.lower <= result.median <= result.upper < math.inf
+        (only,) = result.forecasts
+        assert 0 < only.lower <= only.median <= only.upper < math.inf
         assert engine.run_due() == 0  # not due again before its interval
         source.failing = True
         clock.advance(300)
@@ -123,6 +133,105 @@ class TestEngine:
             began = time.monotonic()
             engine.stop()
         assert time.monotonic() - began < 1.0
+
+
+class ManySeries:
+    """Answers custom_query_range with one linear series per (labels, slope), as a range
+    query over many filesystems would."""
+
+    def __init__(self, series: list[tuple[dict[str, str], float]]) -> None:
+        self.series = series
+
+    def custom_query_range(self, query: str, start_time: Any, end_time: Any,
+                           step: str) -> list[dict[str, Any]]:
+        start, end = start_time.timestamp(), end_time.timestamp()
+        stamps = np.arange(start, end + 1, 60.0)
+        return [{"metric": {"__name__": query, **labels},
+                 "values": [[t, str(10 + slope * (t - start))] for t in stamps]}
+                for labels, slope in self.series]
+
+
+def mounts(count: int) -> list[tuple[dict[str, str], float]]:
+    """``count`` filesystems of one host, filling at different rates."""
+    return [({"mountpoint": f"/srv/{index:02d}", "instance": "db-1:9100", "job": "node"},
+             0.001 + 0.0005 * index) for index in range(count)]
+
+
+class TestPerSeries:
+    """Every series a forecast's expression returns gets its own forecast, with its labels."""
+
+    def test_each_series_published_with_its_labels(self) -> None:
+        """Three filesystems give three forecasts; the faster one fails sooner; job and
+        instance, which Prometheus sets on the exporter's own series, come out as
+        exported_job and exported_instance; one that disappears stops being published."""
+        source = ManySeries(mounts(3))
+        clock = ManualClock(wall_start=NOW)
+        engine = ForecastEngine(config, lambda url: source, clock=clock)
+        engine.run_due()
+        text = exposition(engine)
+        medians: list[float] = []
+        for index in range(3):
+            labels = {"forecast": "disk", "service": "host", "estimate": "median",
+                      "mountpoint": f"/srv/{index:02d}", "exported_instance": "db-1:9100",
+                      "exported_job": "node"}
+            median = value(text, "monitoriza_time_to_failure_seconds", labels)
+            assert median is not None and math.isfinite(median)
+            medians.append(median)
+            assert value(text, "monitoriza_forecast_headroom_ratio", {
+                key: labels[key] for key in labels if key != "estimate"}) is not None
+        assert medians[0] > medians[1] > medians[2]
+        assert value(text, "monitoriza_forecast_series", {"forecast": "disk"}) == 3
+        source.series = source.series[:2]
+        clock.advance(300)
+        engine.run_due()
+        text = exposition(engine)
+        assert "/srv/02" not in text and "/srv/01" in text
+
+    def test_by_keeps_the_soonest_series_of_each_group(self) -> None:
+        """by: [instance]: two hosts' filesystems give one forecast per host, the one of its
+        filesystem that fills fastest."""
+        series = [({"mountpoint": "/", "instance": "a", "job": "node"}, 0.0005),
+                  ({"mountpoint": "/var", "instance": "a", "job": "node"}, 0.002),
+                  ({"mountpoint": "/", "instance": "b", "job": "node"}, 0.001)]
+        engine = ForecastEngine(lambda: config(by=["instance"]),
+                                lambda url: ManySeries(series),
+                                clock=ManualClock(wall_start=NOW))
+        engine.run_due()
+        (result,) = engine.results()
+        assert [item.labels for item in result.forecasts] == [
+            (("exported_instance", "a"),), (("exported_instance", "b"),)]
+        fastest_alone = ForecastEngine(
+            lambda: config(by=["instance", "mountpoint"]),
+            lambda url: ManySeries(series[1:2]), clock=ManualClock(wall_start=NOW))
+        fastest_alone.run_due()
+        assert result.forecasts[0].median == fastest_alone.results()[0].forecasts[0].median
+
+    def test_over_the_limit_is_refused_and_counted(self, caplog: pytest.LogCaptureFixture
+                                                  ) -> None:
+        """More series than max_series: nothing published for it, the collector fails, the
+        refusal is counted with its reason and logged with what to do."""
+        source = ManySeries(mounts(3))
+        clock = ManualClock(wall_start=NOW)
+        engine = ForecastEngine(lambda: config(max_series=5), lambda url: source, clock=clock)
+        engine.run_due()
+        assert engine.healthy() and len(engine.results()[0].forecasts) == 3
+        source.series = mounts(6)
+        clock.advance(300)
+        engine.run_due()
+        assert not engine.healthy() and engine.results() == []
+        text = exposition(engine)
+        assert value(text, "monitoriza_forecast_refused_total",
+                     {"forecast": "disk", "reason": "series_limit"}) == 1
+        assert "monitoriza_time_to_failure_seconds{" not in text
+        assert "6 series, over its max_series of 5" in caplog.text
+
+    def test_bad_by_is_a_config_error(self) -> None:
+        with pytest.raises(ConfigError, match=r"forecasts\.disk\.by"):
+            config(by=["__name__"])
+
+
+def exposition(engine: ForecastEngine) -> str:
+    return render(forecast_section(engine.results(), engine.refusals()))
 
 
 class TestBacktestCommand:

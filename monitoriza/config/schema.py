@@ -92,6 +92,9 @@ Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 SiteName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 # A Prometheus label name.
 LabelName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# A label a forecast may be published with: names starting with __ are Prometheus's own.
+SeriesLabel = Annotated[str, Field(
+    pattern=r"^(?:[A-Za-z][A-Za-z0-9_]*|_(?:[A-Za-z0-9][A-Za-z0-9_]*)?)$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -289,6 +292,11 @@ class ForecastSpec(Strict):
     window: Duration = 21600.0  # history fitted, as predict_linear(x[6h]) would use
     step: Duration = 60.0  # resolution of the history pulled from Prometheus
     interval: Duration = 300.0  # how often the forecast runs
+    # The source series' labels each forecast is published with (series that share them are
+    # one forecast: the soonest to fail); None: all of them but __name__.
+    by: list[SeriesLabel] | None = None
+    # More series (or by: groups) than this and the run is refused, counted and logged.
+    max_series: Annotated[int, Field(ge=1)] = 200
 
 
 class Exporter(Strict):

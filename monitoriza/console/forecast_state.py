@@ -43,20 +43,28 @@ class ForecastPanel:
 
 
 def published(samples: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, Estimates]]:
-    """``{forecast: (service, estimates)}`` from an instant query of :data:`TTF_METRIC`; a
-    forecast lacking one of the three estimates is left out."""
-    found: dict[str, dict[str, float]] = defaultdict(dict)
+    """``{forecast: (service, estimates)}`` from an instant query of :data:`TTF_METRIC`: of
+    a forecast over many series, the series with the soonest median; a series lacking one
+    of the three estimates is left out."""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, float]] = defaultdict(dict)
     services: dict[str, str] = {}
     for sample in samples:
         labels = sample["metric"]
         name, estimate = labels.get("forecast"), labels.get("estimate")
         if not name or estimate not in ESTIMATES:
             continue
-        found[name][estimate] = float(sample["value"][1])
+        series = tuple(sorted((key, value) for key, value in labels.items()
+                              if key not in {"__name__", "estimate"}))
+        found[(name, series)][estimate] = float(sample["value"][1])
         services[name] = labels.get("service", "")
-    return {name: (services[name], Estimates(values["lower"], values["median"],
-                                             values["upper"]))
-            for name, values in found.items() if len(values) == len(ESTIMATES)}
+    chosen: dict[str, Estimates] = {}
+    for (name, _), values in sorted(found.items()):
+        if len(values) != len(ESTIMATES):
+            continue
+        estimates = Estimates(values["lower"], values["median"], values["upper"])
+        if name not in chosen or estimates.median < chosen[name].median:
+            chosen[name] = estimates
+    return {name: (services[name], estimates) for name, estimates in chosen.items()}
 
 
 def label_texts(label_sets: list[Mapping[str, str]]) -> list[str]:

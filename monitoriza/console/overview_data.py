@@ -174,14 +174,18 @@ def parse_alerts(samples: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, in
 
 def parse_ttf(samples: Iterable[Mapping[str, Any]]) -> dict[str, TimeToFailure]:
     """Each service's soonest finite median time to failure (+Inf: none forecast)."""
-    estimates: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    # One forecast publishes one set of estimates per source series: keep each set whole.
+    estimates: dict[tuple[str, str, tuple[tuple[str, str], ...]], dict[str, float]] = \
+        defaultdict(dict)
     for sample in samples:
         value = _number(sample["value"][1])
         if value is not None:
-            key = (_label(sample, "service"), _label(sample, "forecast"))
+            series = tuple(sorted((name, text) for name, text in sample["metric"].items()
+                                  if name not in {"__name__", "estimate"}))
+            key = (_label(sample, "service"), _label(sample, "forecast"), series)
             estimates[key][_label(sample, "estimate")] = value
     found: dict[str, TimeToFailure] = {}
-    for (service, forecast), values in sorted(estimates.items()):
+    for (service, forecast, _), values in sorted(estimates.items()):
         median = values.get("median")
         if median is None or not math.isfinite(median) or not service:
             continue

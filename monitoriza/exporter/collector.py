@@ -140,7 +140,7 @@ class ExporterCollector:
         yield "health", lambda: self._health(self._config(), states)
         if self._forecasts is not None and self._config().forecasts:
             engine = self._forecasts
-            yield "forecast", lambda: forecast_section(engine.results())
+            yield "forecast", lambda: forecast_section(engine.results(), engine.refusals())
 
     def _healthy(self, name: str) -> bool:
         """A section that rendered may still report its source failing (forecasts keep their

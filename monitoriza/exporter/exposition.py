@@ -65,6 +65,19 @@ class Family:
                           for label, text in zip(self.labels, label_values, strict=True)])
         return f"{self._prefix}{{{pairs}}} {format_value(value)}\n"
 
+    def sample_with(self, label_values: Sequence[str], extra: Sequence[tuple[str, str]],
+                    value: float) -> str:
+        """A sample with ``extra`` labels after the family's own (a forecast's series
+        labels); their names must not repeat the family's."""
+        if not extra:
+            return self.sample(label_values, value)
+        line = self.sample(label_values, value)
+        added = ",".join(f'{label}="{escape_label_value(text)}"' for label, text in extra)
+        if self.labels:
+            head, rest = line.split("} ", 1)
+            return f"{head},{added}}} {rest}"
+        return f"{self._prefix}{{{added}}} {format_value(value)}\n"
+
 
 def render(families: Iterable[tuple[Family, Iterable[str]]]) -> str:
     """The exposition of families with their sample lines; empty families are left out."""

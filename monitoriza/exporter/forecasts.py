@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 ESTIMATES = ("lower", "median", "upper")
 # How often the background thread looks for due forecasts; each forecast has its own interval.
 CYCLE_SECONDS = 1.0
+# A series without a point in the last this many steps of its window has ended.
+ENDED_AFTER_STEPS = 2
 
 
 class RangeSource(Protocol):
@@ -40,18 +42,65 @@ class RangeSource(Protocol):
                            step: str) -> list[dict[str, Any]]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ForecastResult:
-    """The published outcome of one forecast: its most urgent series."""
+# Labels the exporter sets itself, or that Prometheus sets on every target it scrapes: a
+# source series' label of that name is published as exported_NAME, as Prometheus itself
+# renames a scraped label that collides with a target label.
+RESERVED_LABELS = frozenset({"forecast", "service", "estimate", "job", "instance"})
 
-    name: str
-    service: str
+
+@dataclass(frozen=True, slots=True)
+class SeriesForecast:
+    """The forecast of one series (or of the most urgent series of one ``by`` group)."""
+
+    labels: tuple[tuple[str, str], ...]  # published names, sorted
     lower: float
     median: float
     upper: float
     headroom: float  # fraction of the threshold still to go (0 = at the threshold)
-    series: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastResult:
+    """The published outcome of one forecast: one entry per series (or ``by`` group)."""
+
+    name: str
+    service: str
+    series: int  # how many series the expression returned
     ran_at: float
+    forecasts: tuple[SeriesForecast, ...]
+
+    @property
+    def most_urgent(self) -> SeriesForecast | None:
+        return min(self.forecasts, key=lambda item: item.lower, default=None)
+
+
+class SeriesLimitError(Exception):
+    """A forecast's expression returned more series (or ``by`` groups) than it may publish."""
+
+
+def published_labels(metric: Mapping[str, str], by: Sequence[str] | None) -> tuple[
+        tuple[str, str], ...]:
+    """The labels a series' forecast is published with: ``by``'s (missing ones empty, which
+    Prometheus treats as absent), or every label but ``__name__``; reserved names renamed."""
+    names = by if by is not None else [name for name in metric if name != "__name__"]
+    pairs = {(f"exported_{name}" if name in RESERVED_LABELS else name): metric.get(name, "")
+             for name in names}
+    return tuple(sorted(pairs.items()))
+
+
+def group_forecasts(keys: Sequence[tuple[tuple[str, str], ...]], lower: Sequence[float],
+                    median: Sequence[float], upper: Sequence[float],
+                    headrooms: Sequence[float]) -> tuple[SeriesForecast, ...]:
+    """One forecast per distinct key: the series of it that fails soonest (lowest lower
+    estimate), so that a ``by`` coarser than the series keeps the pessimistic one."""
+    chosen: dict[tuple[tuple[str, str], ...], int] = {}
+    for index, key in enumerate(keys):
+        held = chosen.get(key)
+        if held is None or lower[index] < lower[held]:
+            chosen[key] = index
+    return tuple(SeriesForecast(key, float(lower[i]), float(median[i]), float(upper[i]),
+                                float(headrooms[i]))
+                 for key, i in sorted(chosen.items()))
 
 
 def align(result: Sequence[Mapping[str, Any]], start: float, step: float,
@@ -81,24 +130,38 @@ def headroom(current: float, threshold: float, direction: str) -> float:
 
 def run_forecast(name: str, spec: ForecastSpec, source: RangeSource,
                  now: float) -> ForecastResult:
-    """Pull the window, fit every series, keep the most urgent one."""
+    """Pull the window and fit every series; one result per series (or ``by`` group).
+
+    Raises :class:`SeriesLimitError` when there are more than ``spec.max_series`` of them,
+    before fitting anything."""
     start = now - spec.window
     points = int(spec.window // spec.step) + 1
     # Plain seconds: Prometheus rejects a fractional duration such as "0.25s" as a step.
     result = source.custom_query_range(spec.expr, start_time=_datetime(start),
                                        end_time=_datetime(now), step=f"{spec.step:g}")
+    keys = [published_labels(series.get("metric", {}), spec.by) for series in result]
+    if len(set(keys)) > spec.max_series:
+        raise SeriesLimitError(
+            f"{len(set(keys))} series, over its max_series of {spec.max_series} (group them "
+            f"with by:, or raise max_series)")
     if not result:
-        return ForecastResult(name, spec.service, math.inf, math.inf, math.inf, math.nan, 0,
-                              now)
+        return ForecastResult(name, spec.service, 0, now, ())
     times, values = align(result, start, spec.step, points)
+    # A series Prometheus no longer has now (its target stopped exposing it: a filesystem
+    # unmounted) is not forecast, though its past is still in the window.
+    present = np.asarray(np.isfinite(values[:, -ENDED_AFTER_STEPS:]).any(axis=1))
+    keys = [key for key, keep in zip(keys, present.tolist(), strict=True) if keep]
+    values = values[present]
+    if not keys:
+        return ForecastResult(name, spec.service, len(result), now, ())
     forecast = time_to_failure(times, values, threshold=spec.threshold,
                                direction=spec.direction, horizon=spec.horizon, now=now)
-    urgent = int(np.argmin(forecast.lower))
-    return ForecastResult(
-        name, spec.service, float(forecast.lower[urgent]), float(forecast.median[urgent]),
-        float(forecast.upper[urgent]),
-        headroom(float(forecast.current[urgent]), spec.threshold, spec.direction),
-        len(result), now)
+    headrooms = [headroom(float(current), spec.threshold, spec.direction)
+                 for current in forecast.current]
+    return ForecastResult(name, spec.service, len(result), now,
+                          group_forecasts(keys, forecast.lower.tolist(),
+                                          forecast.median.tolist(), forecast.upper.tolist(),
+                                          headrooms))
 
 
 def _datetime(timestamp: float) -> datetime:
@@ -117,6 +180,7 @@ class ForecastEngine:
         self._lock = threading.Lock()
         self._results: dict[str, ForecastResult] = {}
         self._failed: set[str] = set()
+        self._refused: dict[tuple[str, str], int] = {}
         self._next_run: dict[str, float] = {}
         self._wake = threading.Condition()
         self._stopping = False
@@ -139,6 +203,15 @@ class ForecastEngine:
             self._next_run[name] = now + spec.interval
             try:
                 result = run_forecast(name, spec, source, now)
+            except SeriesLimitError as exc:
+                # Refused, not stale: what it published before no longer says what is there.
+                log.warning("forecast %s refused: %s", name, exc)
+                with self._lock:
+                    self._failed.add(name)
+                    self._results.pop(name, None)
+                    key = (name, "series_limit")
+                    self._refused[key] = self._refused.get(key, 0) + 1
+                continue
             except Exception as exc:  # Prometheus down, a bad query, a bad answer
                 log.warning("forecast %s failed: %s", name, exc)
                 with self._lock:
@@ -156,6 +229,11 @@ class ForecastEngine:
     def results(self) -> list[ForecastResult]:
         with self._lock:
             return list(self._results.values())
+
+    def refusals(self) -> dict[tuple[str, str], int]:
+        """``(forecast, reason) -> times refused`` since the exporter started."""
+        with self._lock:
+            return dict(self._refused)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="forecasts", daemon=True)
@@ -190,7 +268,8 @@ def _prometheus(url: str) -> RangeSource:
 
 TTF = Family("monitoriza_time_to_failure_seconds",
              "Forecast time until the expression crosses its failure threshold (+Inf: not "
-             "within the horizon); estimate is lower (pessimistic), median or upper",
+             "within the horizon); estimate is lower (pessimistic), median or upper; one "
+             "series per source series (or by: group), with its labels",
              ("forecast", "service", "estimate"))
 LAST_RUN = Family("monitoriza_forecast_last_run_timestamp_seconds",
                   "When the forecast last ran successfully", ("forecast",))
@@ -199,17 +278,27 @@ HEADROOM = Family("monitoriza_forecast_headroom_ratio",
                   "the threshold (0: at it)", ("forecast", "service"))
 SERIES = Family("monitoriza_forecast_series", "Series the forecast's expression returned",
                 ("forecast",))
+REFUSED = Family("monitoriza_forecast_refused",
+                 "Forecast runs refused, by reason (series_limit: more series than "
+                 "max_series)", ("forecast", "reason"), type="counter")
 
 
-def forecast_section(results: Iterable[ForecastResult]) -> list[tuple[Family, list[str]]]:
+def forecast_section(results: Iterable[ForecastResult],
+                     refusals: Mapping[tuple[str, str], int] | None = None
+                     ) -> list[tuple[Family, list[str]]]:
     ttf, last, room, series = [], [], [], []
     for result in sorted(results, key=lambda r: r.name):
-        for estimate, value in zip(ESTIMATES, (result.lower, result.median, result.upper),
-                                   strict=True):
-            ttf.append(TTF.sample((result.name, result.service, estimate), value))
+        for item in result.forecasts:
+            for estimate, value in zip(ESTIMATES, (item.lower, item.median, item.upper),
+                                       strict=True):
+                ttf.append(TTF.sample_with((result.name, result.service, estimate),
+                                           item.labels, value))
+            if not math.isnan(item.headroom):
+                room.append(HEADROOM.sample_with((result.name, result.service), item.labels,
+                                                 item.headroom))
         last.append(LAST_RUN.sample((result.name,), result.ran_at))
-        if not math.isnan(result.headroom):
-            room.append(HEADROOM.sample((result.name, result.service), result.headroom))
         series.append(SERIES.sample((result.name,), float(result.series)))
-    return [(TTF, ttf), (LAST_RUN, last), (HEADROOM, room), (SERIES, series)]
-
+    refused = [REFUSED.sample(key, float(count)) for key, count in sorted((refusals or {})
+                                                                           .items())]
+    return [(TTF, ttf), (LAST_RUN, last), (HEADROOM, room), (SERIES, series),
+            (REFUSED, refused)]
