@@ -28,6 +28,7 @@ from monitoriza.console import views_ops
 from monitoriza.console.forecast_chart import Estimates, Series, forecast_svg
 from monitoriza.console.forecast_state import label_texts, published
 from monitoriza.console.healing_state import memory_rows
+from monitoriza.console.overview_data import parse_ttf
 from monitoriza.healing import repository
 from monitoriza.healing.breaker import BreakerState, breaker_key
 from monitoriza.healing.healer import KILL_SWITCH_SETTING
@@ -447,6 +448,20 @@ class TestForecastState:
                            sample("a", "upper", "+Inf"), sample("b", "median", "5"),
                            sample("c", "other", "1")])
         assert found == {"a": ("web", Estimates(1.0, 2.0, math.inf))}
+
+    def test_a_forecast_over_many_series_shows_its_soonest_whole(self) -> None:
+        """Two filesystems of one forecast: the one with the soonest median is shown, with
+        its own lower and upper (never one series' lower beside another's median)."""
+        def sample(mount: str, estimate: str, value: str) -> dict[str, Any]:
+            return {"metric": {"forecast": "disks", "service": "host", "estimate": estimate,
+                               "mountpoint": mount}, "value": [0, value]}
+
+        samples = [sample("/a", "lower", "50"), sample("/a", "median", "100"),
+                   sample("/a", "upper", "300"), sample("/b", "lower", "10"),
+                   sample("/b", "median", "200"), sample("/b", "upper", "250")]
+        assert published(samples) == {"disks": ("host", Estimates(50.0, 100.0, 300.0))}
+        soonest = parse_ttf(samples)["host"]
+        assert (soonest.lower, soonest.median, soonest.upper) == (50.0, 100.0, 300.0)
 
     def test_labels_every_series_shares_are_left_out(self) -> None:
         assert label_texts([{"job": "x", "path": "/"}, {"job": "x", "path": "/data"}]) == [
