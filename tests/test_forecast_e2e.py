@@ -24,8 +24,8 @@ SCRAPE = "250ms"
 WINDOW = "5s"
 
 
-class FillingTarget:
-    """An HTTP target whose ``fill_level`` grows at RATE a second, and a flat ``flat_level``."""
+class ScrapeTarget:
+    """An HTTP target serving ``exposition()`` (computed per scrape) to Prometheus."""
 
     def __init__(self) -> None:
         self.started = time.time()
@@ -33,9 +33,7 @@ class FillingTarget:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                level = RATE * (time.time() - target.started)
-                body = (f"# TYPE fill_level gauge\nfill_level {level}\n"
-                        "# TYPE flat_level gauge\nflat_level 5\n").encode()
+                body = target.exposition(time.time()).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -50,13 +48,24 @@ class FillingTarget:
         self.thread.start()
         self.port = self.server.server_address[1]
 
-    def level(self, at: float) -> float:
-        return RATE * (at - self.started)
+    def exposition(self, now: float) -> str:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+class FillingTarget(ScrapeTarget):
+    """``fill_level`` grows at RATE a second, and ``flat_level`` stays flat."""
+
+    def exposition(self, now: float) -> str:
+        return (f"# TYPE fill_level gauge\nfill_level {self.level(now)}\n"
+                "# TYPE flat_level gauge\nflat_level 5\n")
+
+    def level(self, at: float) -> float:
+        return RATE * (at - self.started)
 
 
 @pytest.fixture
@@ -135,43 +144,22 @@ MOUNTS = 30
 SERIES_THRESHOLD = 3000.0  # every mount's failure level
 
 
-class MountsTarget:
-    """An HTTP target with ``MOUNTS`` filesystems, ``disk_used{mountpoint}``, each filling at
-    its own rate from 0; a mount can be taken away (unmounted)."""
+class MountsTarget(ScrapeTarget):
+    """``MOUNTS`` filesystems, ``disk_used{mountpoint}``, each filling at its own rate from 0;
+    a mount can be taken away (unmounted)."""
 
     def __init__(self) -> None:
-        self.started = time.time()
         self.mounts = {f"/srv/{index:02d}": 1.0 + 0.5 * index for index in range(MOUNTS)}
-        target = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                now = time.time()
-                lines = ["# TYPE disk_used gauge"]
-                lines += [f'disk_used{{mountpoint="{mount}"}} {target.level(mount, now)}'
-                          for mount in sorted(dict(target.mounts))]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.port = self.server.server_address[1]
+    def exposition(self, now: float) -> str:
+        lines = ["# TYPE disk_used gauge"]
+        lines += [f'disk_used{{mountpoint="{mount}"}} {self.level(mount, now)}'
+                  for mount in sorted(dict(self.mounts))]
+        return "\n".join(lines) + "\n"
 
     def level(self, mount: str, at: float) -> float:
         return self.mounts[mount] * (at - self.started)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
 
 @pytest.fixture

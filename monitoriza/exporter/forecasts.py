@@ -22,6 +22,7 @@ import numpy.typing as npt
 from prometheus_api_client import PrometheusConnect
 
 from monitoriza.config.schema import Config, ForecastSpec
+from monitoriza.exceptions import MonitorizaError
 from monitoriza.exporter.clock import SYSTEM_CLOCK, Clock
 from monitoriza.exporter.exposition import Family
 from monitoriza.forecast.model import time_to_failure
@@ -74,7 +75,7 @@ class ForecastResult:
         return min(self.forecasts, key=lambda item: item.lower, default=None)
 
 
-class SeriesLimitError(Exception):
+class SeriesLimitError(MonitorizaError):
     """A forecast's expression returned more series (or ``by`` groups) than it may publish."""
 
 
