@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from monitoriza.config import load_config
 from monitoriza.config.schema import DockerProbe, HttpProbe
 from monitoriza.exceptions import ConfigError
+from monitoriza.exporter.metrics import MEASUREMENT_HELP
+from tests.support.binaries import require_binary
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "conecta-plus.yml"
@@ -152,3 +156,32 @@ class TestCheckConfigCommand:
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"{path}: services.backend.depends_on[1]: unknown service 'redis'")
+
+
+class TestExampleForecasts:
+    """examples/conecta-plus.yml forecasts what runs out in a condominium's stack."""
+
+    def test_disk_memory_redis_and_postgres(self, tmp_path: Path) -> None:
+        """Host disk (per path) and memory, Redis memory against maxmemory and PostgreSQL
+        connections against max_connections; each expression is PromQL that promtool
+        parses, over metrics the exporter publishes, with the service label it sets."""
+        config = load_config(EXAMPLE)
+        forecasts = config.forecasts
+        assert {(name, spec.service) for name, spec in forecasts.items()} == {
+            ("host-disk", "host"), ("host-memory", "host"), ("redis-memory", "redis"),
+            ("postgres-connections", "postgres")}
+        assert forecasts["host-disk"].by == ["path"]
+        assert "monitoriza_redis_memory_max_bytes" in forecasts["redis-memory"].expr
+        assert "monitoriza_postgres_max_connections" in forecasts[
+            "postgres-connections"].expr
+        for spec in forecasts.values():
+            named = set(re.findall(r"monitoriza_[a-z_]+", spec.expr))
+            assert named and named <= set(MEASUREMENT_HELP), spec.expr
+            assert spec.window < spec.horizon
+        rules = tmp_path / "forecasts.yml"
+        rules.write_text(yaml.safe_dump({"groups": [{"name": "example-forecasts", "rules": [
+            {"record": f"example:{name.replace('-', '_')}", "expr": spec.expr}
+            for name, spec in forecasts.items()]}]}))
+        checked = subprocess.run([require_binary("promtool"), "check", "rules", str(rules)],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
