@@ -6,6 +6,7 @@ Exit status: 0 on success, 1 when a check fails, 2 on bad usage or a bad configu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from monitoriza.drill.cli import add_drill_commands
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.app import serve
 from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
+from monitoriza.forecast.evaluate_csv import EvaluationError, evaluate_csvs, report_text
 from monitoriza.lint import default_alertmanager_file
 from monitoriza.responder.server import serve as responder_serve
 from monitoriza.stack import DEFAULT_RUN_DIR
@@ -111,6 +113,33 @@ def cmd_forecast_backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quantile(value: str) -> float:
+    """A quantile strictly between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"not a quantile between 0 and 1: {value!r}")
+    return number
+
+
+def cmd_forecast_evaluate(args: argparse.Namespace) -> int:
+    try:
+        result = evaluate_csvs(args.csv, threshold_quantile=args.threshold_quantile,
+                               window=args.window, horizon=args.horizon,
+                               target=args.target_false_alarms_per_day)
+    except EvaluationError as exc:
+        print(f"monitoriza forecast evaluate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"threshold_quantile": args.threshold_quantile,
+                          "window_s": args.window, "horizon_s": args.horizon,
+                          **result.public()}, indent=2))
+    else:
+        print(report_text(result))
+    return EXIT_OK
+
 
 def cmd_rules_render(args: argparse.Namespace) -> int:
     try:
@@ -178,6 +207,42 @@ def cmd_demo_fault(args: argparse.Namespace) -> int:
 
 
 
+def _add_forecast_commands(
+        commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``forecast backtest`` and ``forecast evaluate``."""
+    forecast = commands.add_parser("forecast", help="time-to-failure forecasts")
+    forecast_commands = forecast.add_subparsers(dest="forecast_command", required=True,
+                                                metavar="COMMAND")
+    backtest = forecast_commands.add_parser(
+        "backtest", help="replay a timestamp,value CSV and print every forecast")
+    backtest.add_argument("--csv", type=Path, required=True, metavar="FILE")
+    backtest.add_argument("--threshold", type=float, required=True)
+    backtest.add_argument("--direction", choices=["above", "below"], required=True)
+    backtest.add_argument("--horizon", type=duration, required=True, metavar="DURATION")
+    backtest.add_argument("--step", type=duration, metavar="DURATION",
+                          help="time between forecasts (default: a sixth of the window)")
+    backtest.add_argument("--window", type=duration, default=21600.0, metavar="DURATION",
+                          help="history each forecast sees (default 6h)")
+    backtest.add_argument("--json", action="store_true", help="one JSON object per line")
+    backtest.set_defaults(handler=cmd_forecast_backtest)
+    evaluate = forecast_commands.add_parser(
+        "evaluate", help="Monitoriza's estimates against predict_linear on timestamp,value CSVs")
+    evaluate.add_argument("--csv", type=Path, required=True, action="append", metavar="FILE",
+                          help="a history; repeat for several (their counts are pooled)")
+    evaluate.add_argument("--threshold-quantile", type=_quantile, default=0.99, metavar="Q",
+                          help="each series' failure threshold: this quantile of its values, "
+                               "crossed from below (default 0.99)")
+    evaluate.add_argument("--horizon", type=duration, default=14400.0, metavar="DURATION",
+                          help="alarm when the failure is forecast within it (default 4h)")
+    evaluate.add_argument("--window", type=duration, default=21600.0, metavar="DURATION",
+                          help="history each forecast sees (default 6h)")
+    evaluate.add_argument("--target-false-alarms-per-day", type=positive_float, default=1.0,
+                          metavar="X", help="the false-alarm rate the recommended estimate "
+                                            "must not exceed (default 1)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object")
+    evaluate.set_defaults(handler=cmd_forecast_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="monitoriza",
@@ -225,21 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a duration (7d), an RFC 3339 time, or seq:N")
     export.set_defaults(handler=cmd_audit)
 
-    forecast = commands.add_parser("forecast", help="time-to-failure forecasts")
-    forecast_commands = forecast.add_subparsers(dest="forecast_command", required=True,
-                                                metavar="COMMAND")
-    backtest = forecast_commands.add_parser(
-        "backtest", help="replay a timestamp,value CSV and print every forecast")
-    backtest.add_argument("--csv", type=Path, required=True, metavar="FILE")
-    backtest.add_argument("--threshold", type=float, required=True)
-    backtest.add_argument("--direction", choices=["above", "below"], required=True)
-    backtest.add_argument("--horizon", type=duration, required=True, metavar="DURATION")
-    backtest.add_argument("--step", type=duration, metavar="DURATION",
-                          help="time between forecasts (default: a sixth of the window)")
-    backtest.add_argument("--window", type=duration, default=21600.0, metavar="DURATION",
-                          help="history each forecast sees (default 6h)")
-    backtest.add_argument("--json", action="store_true", help="one JSON object per line")
-    backtest.set_defaults(handler=cmd_forecast_backtest)
+    _add_forecast_commands(commands)
 
     rules = commands.add_parser("rules", help="work with the Prometheus rule files")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")

@@ -277,6 +277,18 @@ class TestCommands:
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("\n") >= 10
 
+    def test_forecast_evaluate(self, installed: Installed) -> None:
+        """The frontier runs from the wheel alone (numpy and the package, no dev extras)."""
+        csv = installed.workdir / "filling.csv"
+        csv.write_text("timestamp,value\n" + "".join(
+            f"{t},{(t % 43200) / 360}\n" for t in range(0, 4 * 86400, 300)))
+        result = installed.run("forecast", "evaluate", "--csv", str(csv),
+                               "--threshold-quantile", "0.9", "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["events"] == 8
+        assert set(report["estimates"]) == {"lower", "median", "upper"}
+
     def test_responder_serves_takes_an_alert_and_stops(self, installed: Installed,
                                                        site: Site) -> None:
         port = free_port()
