@@ -29,7 +29,7 @@ from monitoriza.exporter.forecasts import (
     forecast_section,
     headroom,
 )
-from tests.support.binaries import wait_until
+from tests.support.binaries import require_binary, wait_until
 from tests.support.clock import ManualClock
 from tests.support.exposition import value
 
@@ -224,6 +224,27 @@ class TestPerSeries:
                      {"forecast": "disk", "reason": "series_limit"}) == 1
         assert "monitoriza_time_to_failure_seconds{" not in text
         assert "6 series, over its max_series of 5" in caplog.text
+
+    def test_hostile_source_labels_still_make_a_valid_exposition(self) -> None:
+        """Source labels named like the exporter's own (service, estimate, forecast) are
+        published as exported_*, and values with quotes, backslashes, newlines and braces
+        are escaped: promtool accepts the exposition, and each series keeps its value."""
+        hostile = 'a "b"} \\ c\nd'
+        series = [({"service": "db", "estimate": "x", "forecast": "y", "path": hostile},
+                   0.001), ({"service": "db", "path": "/plain"}, 0.0015)]
+        engine = ForecastEngine(config, lambda url: ManySeries(series),
+                                clock=ManualClock(wall_start=NOW))
+        engine.run_due()
+        text = exposition(engine)
+        checked = subprocess.run([require_binary("promtool"), "check", "metrics"],
+                                 input=text, capture_output=True, text=True, timeout=30,
+                                 check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr + text
+        found = value(text, "monitoriza_time_to_failure_seconds", {
+            "forecast": "disk", "service": "host", "estimate": "median",
+            "exported_service": "db", "exported_estimate": "x", "exported_forecast": "y",
+            "path": hostile})
+        assert found is not None and math.isfinite(found)
 
     def test_bad_by_is_a_config_error(self) -> None:
         with pytest.raises(ConfigError, match=r"forecasts\.disk\.by"):

@@ -55,28 +55,18 @@ class Family:
         name = self._prefix
         return f"# HELP {name} {escape_help(self.help)}\n# TYPE {name} {self.type}\n"
 
-    def sample(self, label_values: Sequence[str], value: float) -> str:
-        """One sample line; ``label_values`` in the order of ``labels``."""
+    def sample(self, label_values: Sequence[str], value: float,
+               extra: Sequence[tuple[str, str]] = ()) -> str:
+        """One sample line; ``label_values`` in the order of ``labels``, then the ``extra``
+        (name, value) pairs (a forecast's series labels), whose names must differ from
+        ``labels``."""
         if len(label_values) != len(self.labels):
             raise ValueError(f"{self.name} takes labels {self.labels}, got {label_values}")
-        if not self.labels:
+        pairs = [*zip(self.labels, label_values, strict=True), *extra]
+        if not pairs:
             return f"{self._prefix} {format_value(value)}\n"
-        pairs = ",".join([f'{label}="{escape_label_value(text)}"'
-                          for label, text in zip(self.labels, label_values, strict=True)])
-        return f"{self._prefix}{{{pairs}}} {format_value(value)}\n"
-
-    def sample_with(self, label_values: Sequence[str], extra: Sequence[tuple[str, str]],
-                    value: float) -> str:
-        """A sample with ``extra`` labels after the family's own (a forecast's series
-        labels); their names must not repeat the family's."""
-        if not extra:
-            return self.sample(label_values, value)
-        line = self.sample(label_values, value)
-        added = ",".join(f'{label}="{escape_label_value(text)}"' for label, text in extra)
-        if self.labels:
-            head, rest = line.split("} ", 1)
-            return f"{head},{added}}} {rest}"
-        return f"{self._prefix}{{{added}}} {format_value(value)}\n"
+        text = ",".join(f'{label}="{escape_label_value(item)}"' for label, item in pairs)
+        return f"{self._prefix}{{{text}}} {format_value(value)}\n"
 
 
 def render(families: Iterable[tuple[Family, Iterable[str]]]) -> str:

@@ -70,10 +70,6 @@ class ForecastResult:
     ran_at: float
     forecasts: tuple[SeriesForecast, ...]
 
-    @property
-    def most_urgent(self) -> SeriesForecast | None:
-        return min(self.forecasts, key=lambda item: item.lower, default=None)
-
 
 class SeriesLimitError(MonitorizaError):
     """A forecast's expression returned more series (or ``by`` groups) than it may publish."""
@@ -292,11 +288,11 @@ def forecast_section(results: Iterable[ForecastResult],
         for item in result.forecasts:
             for estimate, value in zip(ESTIMATES, (item.lower, item.median, item.upper),
                                        strict=True):
-                ttf.append(TTF.sample_with((result.name, result.service, estimate),
-                                           item.labels, value))
+                ttf.append(TTF.sample((result.name, result.service, estimate), value,
+                                      extra=item.labels))
             if not math.isnan(item.headroom):
-                room.append(HEADROOM.sample_with((result.name, result.service), item.labels,
-                                                 item.headroom))
+                room.append(HEADROOM.sample((result.name, result.service), item.headroom,
+                                             extra=item.labels))
         last.append(LAST_RUN.sample((result.name,), result.ran_at))
         series.append(SERIES.sample((result.name,), float(result.series)))
     refused = [REFUSED.sample(key, float(count)) for key, count in sorted((refusals or {})
