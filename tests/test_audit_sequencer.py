@@ -341,6 +341,36 @@ class TestResponder:
             assert held["cluster"] > 0
 
 
+    def test_entries_a_dead_replica_queued_are_integrated_by_another(
+            self, pg_url: str, tmp_path: Path) -> None:
+        """A replica that committed a batch's queued entries and died before integrating
+        them (its transaction is done here by hand, on its own engine): another replica's
+        next idle worker round puts them in the chain, and /metrics shows the queue empty."""
+        config = config_from_data({
+            "services": {}, "responder": {
+                "store_url": pg_url, "token_file": str(tmp_path / "token"),
+                "audit": {"signing_key_file": str(tmp_path / "signing.pem"),
+                          "checkpoint_file": str(tmp_path / "checkpoints.jsonl")},
+                "healing": {"kill_switch_file": str(tmp_path / "kill-switch")}}})
+        dead = create_store(pg_url)
+        try:
+            dead_log = AuditLog(dead, hmac_key=None, checkpoints=None)
+            with writing(dead, sites={"aurora"}) as conn:
+                for n in range(3):
+                    dead_log.enqueue(conn, "alert.received", {"n": n})
+        finally:
+            dead.dispose()
+        app = closed_after_test(create_app(config, token=TOKEN, start_worker=False))
+        state = responder_of(app)
+        assert state.audit.pending()[0] == 3
+        assert "monitoriza_audit_pending_entries 3.0" in scrape(app)
+        assert state.worker.run_once() == 0  # nothing to process: an idle round
+        assert state.audit.pending() == (0, None)
+        assert [json.loads(row[3])["n"] for row in chain(state.journal.engine)] == [0, 1, 2]
+        assert "monitoriza_audit_pending_entries 0.0" in scrape(app)
+        assert state.audit.verify().ok
+
+
 def scrape(app: Any) -> str:
     return str(app.test_client().get("/metrics").get_data(as_text=True))
 

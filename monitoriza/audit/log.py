@@ -3,9 +3,16 @@
 :meth:`AuditLog.append` reads the head and inserts the next entry on the caller's connection,
 so an alert's processing and its audit entries commit or roll back together. Appends must be
 serialised: SQLite's ``BEGIN IMMEDIATE`` (see :mod:`monitoriza.store`) already does it; on
-PostgreSQL a transaction-scoped advisory lock does, because ``SELECT ... FOR UPDATE`` of the
-head alone lets a waiting transaction re-read the old head after the holder commits. Should two
-appends still meet, the primary key on ``seq`` turns the second into an error, never a fork.
+PostgreSQL the chain's transaction-scoped advisory lock (:data:`CHAIN_LOCK_KEY`) does, because
+``SELECT ... FOR UPDATE`` of the head alone lets a waiting transaction re-read the old head
+after the holder commits. Should two appends still meet, the primary key on ``seq`` turns the
+second into an error, never a fork.
+
+On PostgreSQL, alert processing does not take the head: :meth:`AuditLog.enqueue` (through
+:class:`QueuedEntries`) queues its entries in ``audit_pending`` in the caller's transaction, and
+:meth:`AuditLog.integrate`, which every replica runs after each processing batch and when idle,
+links a batch of them into the chain under one lock of the head (docs/audit.md, "The
+sequencer").
 
 Reads (:meth:`AuditLog.verify`, :meth:`AuditLog.entries`...) take a consistent snapshot without
 blocking writers: on SQLite a plain deferred ``BEGIN`` on the WAL (``BEGIN IMMEDIATE`` would
