@@ -262,8 +262,11 @@ def wait_ready(replica: Replica) -> None:
 
 
 def stop_replica(replica: Replica) -> None:
-    """SIGTERM by PID (the graceful stop), SIGKILL if it does not exit in time."""
-    process = replica.process
+    stop_process(replica.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM by PID (the graceful stop), SIGKILL if it does not exit in time; reaped."""
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:

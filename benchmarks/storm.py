@@ -74,7 +74,7 @@ import psycopg
 import requests
 import yaml
 from intake import TOKEN
-from intake_scale import cpu_seconds
+from intake_scale import cpu_seconds, stop_process
 from pgserver import PostgresServer, free_port
 
 from monitoriza.audit.log import CHAIN_LOCK_KEY
@@ -102,21 +102,9 @@ LOCK_KINDS = ("cluster", "site", "chain")
 DRAIN_TIMEOUT_SECONDS = 600.0
 ACTIONS_TIMEOUT_SECONDS = 30.0
 READY_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 20.0
 RESPONDER_THREADS = 16
 _LOCK_SAMPLE = re.compile(r'^monitoriza_store_lock_(hold_seconds|holds)_total'
                           r'\{lock="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID (the graceful stop), SIGKILL if it does not exit in time; always reaped."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
