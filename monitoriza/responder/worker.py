@@ -25,6 +25,10 @@ from monitoriza.responder.journal import Journal, RetryPolicy, describe_error
 from monitoriza.store import writing
 
 log = logging.getLogger(__name__)
+
+# How long the worker, having committed early for waiting notifications, leaves the store to
+# them before its next transaction (a group commit takes a few milliseconds).
+INTAKE_GRACE_SECONDS = 0.05
 LOGGED_ERROR_CHARS = 300  # of an error in a log line; the store keeps more (last_error)
 
 
@@ -119,7 +123,17 @@ class JournalWorker:
         while rows:
             processed, rows = self._process_some(rows)
             done += processed
+            if rows:
+                self._let_intake_commit()
         return done
+
+    def _let_intake_commit(self) -> None:
+        """Wait, briefly, for the notifications that made this worker commit early to be
+        committed: a lock released and at once taken again by the same thread usually goes
+        to it again, not to the thread that waited for it."""
+        deadline = time.monotonic() + INTAKE_GRACE_SECONDS
+        while self._intake_waits() and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def _process_some(self, rows: list[JournalRow]) -> tuple[list[tuple[JournalRow, str]],
                                                              list[JournalRow]]:
