@@ -28,7 +28,7 @@ from monitoriza.responder.intake import committer_of
 from monitoriza.responder.journal import Accepted
 from monitoriza.responder.state import responder_of
 from monitoriza.responder.webhook import Notification, parse_notification
-from monitoriza.responder.worker import JournalWorker
+from monitoriza.responder.worker import INTAKE_GRACE_SECONDS, JournalWorker
 from monitoriza.store import notifications
 from tests.support.binaries import wait_until
 from tests.support.responder import TOKEN, AppFactory, counts, journal_locked, post
@@ -219,6 +219,36 @@ class TestWorkerYields:
         kinds = [entry.kind for entry in state.audit.entries()]
         assert kinds.count("alert.received") == 6
         assert state.journal.depth()[0] == 0
+
+
+class TestWorkerLeavesTheStoreToIntake:
+    def test_next_transaction_waits_for_the_waiting_notifications(
+            self, make_responder_app: AppFactory) -> None:
+        """Once the worker commits early for waiting notifications, it begins its next
+        transaction only when they are answered or INTAKE_GRACE_SECONDS has passed (here
+        they never are): a Python lock released and re-taken at once by the same thread would
+        go back to it, and the notifications would wait through the whole batch."""
+        app = make_responder_app()
+        state = responder_of(app)
+        answer = app.test_client().post(
+            "/api/v1/alerts", data=json.dumps(body("grace", ["g0", "g1", "g2"])),
+            headers={"Authorization": f"Bearer {TOKEN}"}, content_type="application/json")
+        assert answer.status_code == 200
+        waiting_since: list[float] = []
+        began: list[float] = []
+
+        def processor(conn: Any, row: Any) -> str:
+            began.append(time.monotonic())
+            outcome = str(state.worker.processor(conn, row))
+            if row.fingerprint == "g0":  # notifications arrive while the first row runs
+                waiting_since.append(time.monotonic())
+            return outcome
+
+        worker = JournalWorker(state.journal, processor, lease=30, batch=20,
+                               intake_waiting=lambda: bool(waiting_since))
+        assert worker.run_once() == 3
+        assert began[1] - waiting_since[0] >= INTAKE_GRACE_SECONDS
+        assert began[2] - began[1] >= INTAKE_GRACE_SECONDS
 
 
 class TestFailedCommit:
