@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from monitoriza.durations import format_duration, parse_duration
+from monitoriza.forecast.coverage import describe
 from monitoriza.forecast.datasets import (
     NAB_FOLDER,
     SYNTHETIC_SEED,
@@ -110,6 +111,7 @@ from monitoriza.forecast.frontier import (
     Metrics,
     count_events,
 )
+from monitoriza.forecast.model import DEFAULT_COVERAGE
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -143,6 +145,8 @@ def table(name: str, result: DatasetResult) -> str:
     lines += [row(method, m) for method, m in metrics.items()]
     for kind, by_method in result.kinds.items():
         lines += [row(f"  {kind}: {method}", m) for method, m in by_method.items()]
+    if result.coverage is not None:
+        lines.append("monitoriza " + describe(result.coverage, DEFAULT_COVERAGE))
     comparison = result.comparison
     if comparison is not None:
         lines.append(

@@ -22,8 +22,16 @@ from monitoriza.config.schema import Config, ListenAddress
 from monitoriza.drill.cli import add_drill_commands
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.app import serve
-from monitoriza.forecast.backtest import BacktestError, read_csv, replay, write
+from monitoriza.forecast.backtest import (
+    BacktestError,
+    coverage_of_steps,
+    read_csv,
+    replay,
+    write,
+)
+from monitoriza.forecast.coverage import describe
 from monitoriza.forecast.evaluate_csv import EvaluationError, evaluate_csvs, report_text
+from monitoriza.forecast.model import DEFAULT_COVERAGE
 from monitoriza.lint import default_alertmanager_file
 from monitoriza.responder.server import serve as responder_serve
 from monitoriza.stack import DEFAULT_RUN_DIR
@@ -105,12 +113,29 @@ def cmd_forecast_backtest(args: argparse.Namespace) -> int:
         times, values = read_csv(args.csv)
         steps = replay(times, values, threshold=args.threshold, direction=args.direction,
                        horizon=args.horizon, window=args.window,
-                       every=args.step if args.step is not None else args.window / 6)
+                       every=args.step if args.step is not None else args.window / 6,
+                       coverage=args.coverage)
         write(steps, sys.stdout, as_json=args.json)
+        coverage = coverage_of_steps(steps, args.horizon)
+        if args.json:
+            print(json.dumps({"coverage": {"stated": args.coverage, **coverage.public()}}))
+        else:
+            print(describe(coverage, args.coverage))
     except BacktestError as exc:
         print(f"monitoriza forecast backtest: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _coverage(value: str) -> float:
+    """An interval level between 0.5 and 0.95, as ``forecasts.*.coverage`` takes."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0.5 <= number <= 0.95:
+        raise argparse.ArgumentTypeError(f"not a coverage between 0.5 and 0.95: {value!r}")
+    return number
 
 
 def _quantile(value: str) -> float:
@@ -223,7 +248,10 @@ def _add_forecast_commands(
                           help="time between forecasts (default: a sixth of the window)")
     backtest.add_argument("--window", type=duration, default=21600.0, metavar="DURATION",
                           help="history each forecast sees (default 6h)")
-    backtest.add_argument("--json", action="store_true", help="one JSON object per line")
+    backtest.add_argument("--coverage", type=_coverage, default=DEFAULT_COVERAGE, metavar="C",
+                          help="the interval's level, as forecasts.*.coverage (default 0.8)")
+    backtest.add_argument("--json", action="store_true",
+                          help="one JSON object per line; the last one is the coverage")
     backtest.set_defaults(handler=cmd_forecast_backtest)
     evaluate = forecast_commands.add_parser(
         "evaluate", help="Monitoriza's estimates against predict_linear on timestamp,value CSVs")

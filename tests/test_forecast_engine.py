@@ -157,6 +157,17 @@ def mounts(count: int) -> list[tuple[dict[str, str], float]]:
              0.001 + 0.0005 * index) for index in range(count)]
 
 
+class TestCoverageLevel:
+    def test_the_calibrated_level_is_published(self) -> None:
+        """The level the lower and upper estimates are calibrated to (coverage: 0.7) is
+        published beside them, for dashboards and alert texts to quote."""
+        engine = ForecastEngine(lambda: config(coverage=0.7), lambda url: FakePrometheus(0.001),
+                                clock=ManualClock(wall_start=NOW))
+        engine.run_due()
+        assert value(exposition(engine), "monitoriza_forecast_bounds_coverage_ratio",
+                     {"forecast": "disk"}) == 0.7
+
+
 class TestPerSeries:
     """Every series a forecast's expression returns gets its own forecast, with its labels."""
 
@@ -264,7 +275,8 @@ class TestBacktestCommand:
                               check=False)
 
     def test_json_lines(self, tmp_path: Path) -> None:
-        """A steady fill: every step has lower <= median <= upper, shrinking over time."""
+        """A steady fill: every step has lower <= median <= upper, shrinking over time; no
+        crossing follows within the history, and the last line says so."""
         csv = tmp_path / "disk.csv"
         rows = ["timestamp,value"] + [f"2026-11-24 {h:02d}:{m:02d}:00,{10 + 0.1 * (h * 60 + m)}"
                                       for h in range(12) for m in range(0, 60, 5)]
@@ -272,8 +284,9 @@ class TestBacktestCommand:
         result = self.run("--csv", str(csv), "--threshold", "100", "--direction", "above",
                           "--horizon", "24h", "--window", "2h", "--step", "1h", "--json")
         assert result.returncode == 0, result.stderr
-        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        *lines, summary = [json.loads(line) for line in result.stdout.splitlines()]
         assert len(lines) == 10  # 02:00 (two hours of history) to 11:00, hourly
+        assert summary["coverage"]["crossings"] == 0
         assert {"timestamp", "lower", "median", "upper"} <= set(lines[0])
         medians = [line["median"] for line in lines]
         assert all(m is not None for m in medians) and medians == sorted(medians, reverse=True)

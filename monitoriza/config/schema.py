@@ -297,6 +297,9 @@ class ForecastSpec(Strict):
     by: list[SeriesLabel] | None = None
     # More series (or by: groups) than this and the run is refused, counted and logged.
     max_series: Annotated[int, Field(ge=1)] = 200
+    # The share of foreseen crossings [lower, upper] is to contain (docs/forecasting.md,
+    # "Calibrated bounds"): measured within 10 points of the level from 0.6 to 0.9.
+    coverage: Annotated[float, Field(ge=0.5, le=0.95)] = 0.8
 
 
 class Exporter(Strict):

@@ -25,7 +25,7 @@ from monitoriza.config.schema import Config, ForecastSpec
 from monitoriza.exceptions import MonitorizaError
 from monitoriza.exporter.clock import SYSTEM_CLOCK, Clock
 from monitoriza.exporter.exposition import Family
-from monitoriza.forecast.model import time_to_failure
+from monitoriza.forecast.model import DEFAULT_COVERAGE, quantile_for, time_to_failure
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class ForecastResult:
     series: int  # how many series the expression returned
     ran_at: float
     forecasts: tuple[SeriesForecast, ...]
+    coverage: float = DEFAULT_COVERAGE  # the level [lower, upper] is calibrated to
 
 
 class SeriesLimitError(MonitorizaError):
@@ -142,7 +143,7 @@ def run_forecast(name: str, spec: ForecastSpec, source: RangeSource,
             f"{len(set(keys))} series, over its max_series of {spec.max_series} (group them "
             f"with by:, or raise max_series)")
     if not result:
-        return ForecastResult(name, spec.service, 0, now, ())
+        return ForecastResult(name, spec.service, 0, now, (), spec.coverage)
     times, values = align(result, start, spec.step, points)
     # A series Prometheus no longer has now (its target stopped exposing it: a filesystem
     # unmounted) is not forecast, though its past is still in the window.
@@ -150,15 +151,16 @@ def run_forecast(name: str, spec: ForecastSpec, source: RangeSource,
     keys = [key for key, keep in zip(keys, present.tolist(), strict=True) if keep]
     values = values[present]
     if not keys:
-        return ForecastResult(name, spec.service, len(result), now, ())
+        return ForecastResult(name, spec.service, len(result), now, (), spec.coverage)
     forecast = time_to_failure(times, values, threshold=spec.threshold,
-                               direction=spec.direction, horizon=spec.horizon, now=now)
+                               direction=spec.direction, horizon=spec.horizon, now=now,
+                               quantile=quantile_for(spec.coverage))
     headrooms = [headroom(float(current), spec.threshold, spec.direction)
                  for current in forecast.current]
     return ForecastResult(name, spec.service, len(result), now,
                           group_forecasts(keys, forecast.lower.tolist(),
                                           forecast.median.tolist(), forecast.upper.tolist(),
-                                          headrooms))
+                                          headrooms), spec.coverage)
 
 
 def _datetime(timestamp: float) -> datetime:
@@ -273,6 +275,9 @@ LAST_RUN = Family("monitoriza_forecast_last_run_timestamp_seconds",
 HEADROOM = Family("monitoriza_forecast_headroom_ratio",
                   "Distance of the current value from the failure threshold, as a fraction of "
                   "the threshold (0: at it)", ("forecast", "service"))
+COVERAGE = Family("monitoriza_forecast_bounds_coverage_ratio",
+                  "The share of foreseen crossings the lower and upper estimates are calibrated "
+                  "to contain (the forecast's coverage setting)", ("forecast",))
 SERIES = Family("monitoriza_forecast_series", "Series the forecast's expression returned",
                 ("forecast",))
 REFUSED = Family("monitoriza_forecast_refused",
@@ -283,7 +288,7 @@ REFUSED = Family("monitoriza_forecast_refused",
 def forecast_section(results: Iterable[ForecastResult],
                      refusals: Mapping[tuple[str, str], int] | None = None
                      ) -> list[tuple[Family, list[str]]]:
-    ttf, last, room, series = [], [], [], []
+    ttf, last, room, series, coverage = [], [], [], [], []
     for result in sorted(results, key=lambda r: r.name):
         for item in result.forecasts:
             for estimate, value in zip(ESTIMATES, (item.lower, item.median, item.upper),
@@ -295,7 +300,8 @@ def forecast_section(results: Iterable[ForecastResult],
                                              extra=item.labels))
         last.append(LAST_RUN.sample((result.name,), result.ran_at))
         series.append(SERIES.sample((result.name,), float(result.series)))
+        coverage.append(COVERAGE.sample((result.name,), result.coverage))
     refused = [REFUSED.sample(key, float(count)) for key, count in sorted((refusals or {})
                                                                            .items())]
     return [(TTF, ttf), (LAST_RUN, last), (HEADROOM, room), (SERIES, series),
-            (REFUSED, refused)]
+            (COVERAGE, coverage), (REFUSED, refused)]

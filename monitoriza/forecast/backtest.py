@@ -2,9 +2,11 @@
 
 A user hands in a ``timestamp,value`` CSV (the NAB format, or unix seconds) and sees, for
 every step, the time-to-failure estimates the exporter would have published then, from the
-window of history before that moment only. All windows are fitted in one vectorised call:
-the history is put on a regular grid, and window k is row k of a (windows, points) matrix
-whose columns are the same offsets from "now".
+window of history before that moment only, and when the history really crossed the
+threshold after it. All windows are fitted in one vectorised call: the history is put on a
+regular grid, and window k is row k of a (windows, points) matrix whose columns are the same
+offsets from "now". The replay ends with the bounds' coverage (``coverage``): how many of
+the crossings that followed fell inside [lower, upper].
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +25,8 @@ import numpy.typing as npt
 
 from monitoriza.durations import format_duration
 from monitoriza.exceptions import MonitorizaError
-from monitoriza.forecast.model import time_to_failure
+from monitoriza.forecast.coverage import Coverage, coverage_of
+from monitoriza.forecast.model import DEFAULT_COVERAGE, quantile_for, time_to_failure
 
 
 class BacktestError(MonitorizaError, ValueError):
@@ -37,6 +40,8 @@ class Step:
     lower: float
     median: float
     upper: float
+    crossed_after: float  # seconds until the history reached the threshold: inf when not
+    # within the horizon, NaN when the history ends first or the value is already beyond
 
 
 def parse_time(text: str) -> float:
@@ -89,8 +94,9 @@ def on_grid(times: npt.NDArray[np.float64], values: npt.NDArray[np.float64],
 
 def replay(times: npt.NDArray[np.float64], values: npt.NDArray[np.float64], *,
            threshold: float, direction: Literal["above", "below"], horizon: float,
-           window: float, every: float) -> Iterator[Step]:
-    """Every ``every`` seconds, the forecast from the ``window`` before that moment."""
+           window: float, every: float, coverage: float = DEFAULT_COVERAGE) -> list[Step]:
+    """Every ``every`` seconds, the forecast from the ``window`` before that moment, and
+    when the history crossed the threshold after it."""
     diffs = np.diff(times)
     resolution = float(np.median(diffs)) if diffs.size else 0.0
     if resolution <= 0:
@@ -104,20 +110,56 @@ def replay(times: npt.NDArray[np.float64], values: npt.NDArray[np.float64], *,
     windows = np.lib.stride_tricks.sliding_window_view(grid, width)[ends - (width - 1)]
     offsets = resolution * np.arange(-(width - 1), 1, dtype=np.float64)
     forecast = time_to_failure(offsets, np.ascontiguousarray(windows), threshold=threshold,
-                               direction=direction, horizon=horizon, now=0.0)
+                               direction=direction, horizon=horizon, now=0.0,
+                               quantile=quantile_for(coverage))
+    crossed = crossed_after(grid_times, grid, ends, threshold=threshold, direction=direction,
+                            horizon=horizon)
+    return [Step(float(grid_times[end]), float(grid[end]), float(forecast.lower[index]),
+                 float(forecast.median[index]), float(forecast.upper[index]),
+                 float(crossed[index]))
+            for index, end in enumerate(ends)]
+
+
+def crossed_after(grid_times: npt.NDArray[np.float64], grid: npt.NDArray[np.float64],
+                  ends: npt.NDArray[np.intp], *, threshold: float,
+                  direction: Literal["above", "below"],
+                  horizon: float) -> npt.NDArray[np.float64]:
+    """Seconds from each end to the first later grid value at or beyond the threshold:
+    inf when none within the horizon, NaN when the history ends before the horizon does (or
+    the value at the end is already beyond: that is no forecast)."""
+    sign = 1.0 if direction == "above" else -1.0
+    with np.errstate(invalid="ignore"):
+        beyond = sign * grid >= sign * threshold  # NaN (no sample) is never beyond
+    step = float(grid_times[1] - grid_times[0]) if grid_times.size > 1 else horizon
+    ahead = int(horizon // step)
+    result = np.full(ends.size, np.nan)
     for index, end in enumerate(ends):
-        yield Step(float(grid_times[end]), float(grid[end]), float(forecast.lower[index]),
-                   float(forecast.median[index]), float(forecast.upper[index]))
+        later = np.flatnonzero(beyond[end + 1:end + 1 + ahead])
+        if beyond[end]:
+            continue
+        if later.size:
+            result[index] = step * (later[0] + 1)
+        elif end + ahead < grid.size:
+            result[index] = np.inf
+    return result
+
+
+def coverage_of_steps(steps: list[Step], horizon: float) -> Coverage:
+    """How the replay's [lower, upper] did against the crossings that followed."""
+    return coverage_of(np.array([step.crossed_after for step in steps]),
+                       np.array([step.lower for step in steps]),
+                       np.array([step.upper for step in steps]), horizon)
 
 
 def _seconds(value: float) -> float | None:
     return None if math.isinf(value) else round(value, 1)
 
 
-def write(steps: Iterator[Step], out: TextIO, *, as_json: bool) -> int:
+def write(steps: Iterable[Step], out: TextIO, *, as_json: bool) -> int:
     count = 0
     if not as_json:
-        out.write(f"{'timestamp':<21} {'value':>12} {'lower':>12} {'median':>12} {'upper':>12}\n")
+        out.write(f"{'timestamp':<21} {'value':>12} {'lower':>12} {'median':>12} {'upper':>12} "
+                  f"{'crossed':>12}\n")
     for step in steps:
         count += 1
         moment = datetime.fromtimestamp(step.timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -125,10 +167,21 @@ def write(steps: Iterator[Step], out: TextIO, *, as_json: bool) -> int:
             out.write(json.dumps({"timestamp": moment, "value": step.value,
                                   "lower": _seconds(step.lower),
                                   "median": _seconds(step.median),
-                                  "upper": _seconds(step.upper)}) + "\n")
+                                  "upper": _seconds(step.upper),
+                                  "crossed": _crossed(step.crossed_after)}) + "\n")
         else:
             cells = ["none" if math.isinf(v) else format_duration(v)
                      for v in (step.lower, step.median, step.upper)]
+            crossed = _crossed(step.crossed_after)
+            shown = crossed if isinstance(crossed, str) or crossed is None else \
+                format_duration(crossed)
             out.write(f"{moment:<21} {step.value:>12.4g} {cells[0]:>12} {cells[1]:>12} "
-                      f"{cells[2]:>12}\n")
+                      f"{cells[2]:>12} {shown or '?':>12}\n")
     return count
+
+
+def _crossed(value: float) -> float | str | None:
+    """The crossing for output: seconds, "none" within the horizon, None when unknown."""
+    if math.isnan(value):
+        return None
+    return "none" if math.isinf(value) else round(value, 1)

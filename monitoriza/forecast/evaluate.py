@@ -31,6 +31,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from monitoriza.forecast import model
+from monitoriza.forecast.coverage import Coverage, coverage_of
+from monitoriza.forecast.coverage import pooled as pooled_coverage
 from monitoriza.forecast.frontier import (
     DAY,
     BoolArray,
@@ -132,11 +134,20 @@ class DatasetResult:
     comparison: dict[str, float | bool | None] | None
     runs: list[SeriesRun]
     kinds: dict[str, dict[str, Metrics]]  # the same per kind of series (synthetic set only)
+    coverage: Coverage | None  # of monitoriza's [lower, upper], when it was replayed
 
     def public(self) -> dict[str, object]:
         """Everything but the replayed arrays, for JSON."""
         return {"series": self.series, "metrics": self.metrics, "comparison": self.comparison,
-                "kinds": self.kinds}
+                "kinds": self.kinds,
+                "coverage": None if self.coverage is None else self.coverage.public()}
+
+
+def run_coverage(run: SeriesRun, method: str, horizon: float) -> Coverage:
+    """How the method's [lower, upper] did against the real crossings of one series."""
+    prediction = run.predictions[method]
+    return coverage_of(run.crossing - run.eval_times, prediction.lower, prediction.upper,
+                       horizon)
 
 
 def score(run: SeriesRun, method: str) -> Score:
@@ -223,7 +234,9 @@ def evaluate(series_list: Sequence[Series], methods: Mapping[str, Method], *, wi
                                          if kind_of(run.series.name) == kind), every)
                     for name in methods}
              for kind in sorted({kind_of(s.name) for s in series_list})} if by_kind else {}
-    return DatasetResult(len(series_list), metrics, comparison, runs, kinds)
+    coverage = pooled_coverage(run_coverage(run, "monitoriza", horizon) for run in runs) \
+        if "monitoriza" in methods else None
+    return DatasetResult(len(series_list), metrics, comparison, runs, kinds, coverage)
 
 
 # --------------------------------------------------------------------------- methods

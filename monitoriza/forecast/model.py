@@ -45,12 +45,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from monitoriza.forecast.bounds import Noise, noise_of
 from monitoriza.forecast.paths import LinearPath, Path, crossing_bounds
 from monitoriza.forecast.robust import fit_line, nan_mean_rows
 from monitoriza.forecast.sawtooth import Resets, find_resets, fit_sawtooth, since_last_reset
@@ -70,6 +70,12 @@ ORIGINS = 3
 HOLDOUT_DIVISOR = 6
 CHUNK_SERIES = 1024  # series fitted together: arrays stay small enough to reuse memory
 MAX_THREADS = 4  # chunks run in parallel threads: NumPy releases the GIL in its loops
+DEFAULT_COVERAGE = 0.8  # the share of foreseen crossings [lower, upper] is meant to contain
+
+
+def quantile_for(coverage: float) -> float:
+    """The ``quantile`` argument of ``time_to_failure`` for an interval of that level."""
+    return (1.0 + coverage) / 2.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,7 @@ class _Selection:
 
     choice: IntArray
     finals: dict[str, Path]
+    noise: Noise  # the residuals around the robust line since the last reset
 
 
 def _select(prep: _Prepared, rows: IntArray) -> _Selection:
@@ -247,7 +254,10 @@ def _select(prep: _Prepared, rows: IntArray) -> _Selection:
             table[index] = np.inf
     table = np.where(np.isnan(table), np.inf, table)
     choice = np.where(np.isfinite(table.min(axis=0)), np.argmin(table, axis=0), 0)
-    return _Selection(choice=choice.astype(np.intp), finals=finals)
+    robust = fits["robust"][0]
+    assert isinstance(robust, LinearPath)
+    return _Selection(choice=choice.astype(np.intp), finals=finals,
+                      noise=noise_of(x, y, robust, resets.last))
 
 
 def time_to_failure(times: npt.ArrayLike, values: npt.ArrayLike, *, threshold: float,
@@ -269,19 +279,18 @@ def time_to_failure(times: npt.ArrayLike, values: npt.ArrayLike, *, threshold: f
     out = _Output(lower=np.full(series, np.inf), median=np.full(series, np.inf),
                   upper=np.full(series, np.inf), point=prep.current.copy(),
                   models=["none"] * series)
-    z = NormalDist().inv_cdf(quantile)
     pending = np.flatnonzero((prep.count >= MIN_POINTS) & ~prep.breached)
     chunks = [pending[start:start + CHUNK_SERIES]
               for start in range(0, pending.size, CHUNK_SERIES)]
     workers = min(len(chunks), os.cpu_count() or 1, MAX_THREADS)
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(lambda work: _forecast_chunk(prep, work, horizon, z, out),
+            for _ in pool.map(lambda work: _forecast_chunk(prep, work, horizon, quantile, out),
                               chunks):
                 pass
     else:
         for work in chunks:
-            _forecast_chunk(prep, work, horizon, z, out)
+            _forecast_chunk(prep, work, horizon, quantile, out)
     for estimate in (out.lower, out.median, out.upper):
         estimate[prep.breached] = 0.0
     return Forecast(lower=out.lower, median=out.median, upper=out.upper,
@@ -299,7 +308,7 @@ class _Output:
     models: list[str]
 
 
-def _forecast_chunk(prep: _Prepared, work: IntArray, horizon: float, z: float,
+def _forecast_chunk(prep: _Prepared, work: IntArray, horizon: float, quantile: float,
                     out: _Output) -> None:
     """Select and apply the model of the series ``work``, writing into ``out``."""
     selection = _select(prep, work)
@@ -308,10 +317,12 @@ def _forecast_chunk(prep: _Prepared, work: IntArray, horizon: float, z: float,
         if picked.size == 0:
             continue
         low, mid, high, value = crossing_bounds(selection.finals[name].take(picked),
-                                                prep.threshold, horizon, z)
+                                                prep.threshold, horizon, quantile,
+                                                selection.noise.take(picked))
         if name == "damped":
             robust = selection.finals["robust"].take(picked)
-            mid = np.maximum(mid, crossing_bounds(robust, prep.threshold, horizon, z)[1])
+            mid = np.maximum(mid, crossing_bounds(robust, prep.threshold, horizon,
+                                                  quantile)[1])
             high = np.maximum(high, mid)
         target = work[picked]
         out.lower[target], out.median[target], out.upper[target] = low, mid, high

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from statistics import NormalDist
 from typing import Protocol, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from monitoriza.forecast.bounds import Noise, first_reaching, passage_probability
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -237,14 +240,21 @@ def first_crossing(curve: FloatArray, threshold: float, grid: FloatArray) -> Flo
     return np.where(hit, crossing, np.inf)
 
 
-def crossing_bounds(path: Path, threshold: float, horizon: float,
-                    z: float) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """(lower, median, upper, point): the times the band mean + z·sd, the mean and
-    mean - z·sd first reach the threshold within the horizon, and the mean at the horizon.
+def crossing_bounds(path: Path, threshold: float, horizon: float, quantile: float,
+                    noise: Noise | None = None,
+                    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """(lower, median, upper, point): when the path's mean first reaches the threshold within
+    the horizon (the median), the interval of level c = 2·quantile - 1 around it, and the
+    mean at the horizon.
 
-    Since mean - z·sd ≤ mean ≤ mean + z·sd at every h, the crossing times come out ordered
+    The level band: lower where mean + z·sd first reaches the threshold, upper where
+    mean - z·sd does, z = Φ⁻¹(quantile). With ``noise`` (``bounds``), lower is the earlier of
+    that and the first h where a sample has reached it with probability 1 - quantile, upper
+    the later of that and the first h where it has with probability ``quantile``. Since
+    mean - z·sd ≤ mean ≤ mean + z·sd at every h, the times come out ordered
     lower ≤ median ≤ upper. Rows are done in chunks to bound memory with long grids.
     """
+    z = NormalDist().inv_cdf(quantile)
     grid = grid_for(horizon)
     probe = path.evaluate(grid[:1])[0]
     rows = probe.shape[0]
@@ -258,6 +268,11 @@ def crossing_bounds(path: Path, threshold: float, horizon: float,
         lower[part] = first_crossing(mean + width, threshold, grid)
         upper[part] = first_crossing(mean - width, threshold, grid)
         point[part] = mean[:, -1]
+        if noise is not None:
+            probability = passage_probability(noise.take(part), mean, threshold, grid)
+            lower[part] = np.minimum(lower[part],
+                                     first_reaching(probability, 1.0 - quantile, grid))
+            upper[part] = np.maximum(upper[part], first_reaching(probability, quantile, grid))
     lower = np.minimum(lower, median)
     upper = np.maximum(upper, median)
     return lower, median, upper, point
