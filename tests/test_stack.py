@@ -116,6 +116,24 @@ class TestDemoConfig:
             assert config.responder.healing.allowed_commands == ["/usr/bin/redis-server"]
             assert config.responder.healing.budget.window == pytest.approx(45.0)
 
+    def test_shows_the_example_estates_forecasts(self, tmp_path: Path) -> None:
+        """The demo forecasts host memory and Redis memory as examples/conecta-plus.yml does
+        (same expression, threshold, horizon), and its Redis has a maxmemory to forecast
+        against."""
+        example = load_config(REPO / "examples" / "conecta-plus.yml").forecasts
+        ports = ports_for(21000, demo_services=5)
+        paths = demo_plan.DemoPaths(tmp_path, "/usr/bin/redis-server")
+        path = tmp_path / "demo.yml"
+        path.write_text(yaml.safe_dump(demo_plan.demo_config(ports, paths, docker_host=None)))
+        demo = load_config(path).forecasts
+        for name in ("host-memory", "redis-memory"):
+            assert " ".join(demo[name].expr.split()) == " ".join(example[name].expr.split())
+            assert (demo[name].threshold, demo[name].direction, demo[name].horizon,
+                    demo[name].service) == (example[name].threshold, example[name].direction,
+                                            example[name].horizon, example[name].service)
+        conf = demo_plan.redis_conf(ports.redis or 0, paths, "127.0.0.1").splitlines()
+        assert "maxmemory 64mb" in conf and "maxmemory-policy noeviction" in conf
+
     def test_layout_matches_ports(self, tmp_path: Path) -> None:
         ports = ports_for(21000, demo_services=5)
         paths = demo_plan.DemoPaths(tmp_path, "/usr/bin/redis-server")

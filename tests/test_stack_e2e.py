@@ -319,6 +319,25 @@ def finite_ttf(stack: DemoStack, forecast: str, estimate: str = "median") -> flo
     return float(result[0]["value"][1]) if result else None
 
 
+class TestExampleForecasts:
+    """The demo forecasts what examples/conecta-plus.yml does besides disks: host memory and
+    Redis memory against its maxmemory, each with its three estimates, its headroom and the
+    level its bounds are calibrated to."""
+
+    def test_published(self, demo_stack: DemoStack) -> None:
+        stack = demo_stack
+        for forecast in ("host-memory", "redis-memory"):
+            estimates = f'monitoriza_time_to_failure_seconds{{forecast="{forecast}"}}'
+            wait_for(lambda query=estimates: len(stack.query(query)) == 3, 60,
+                     f"the three estimates of {forecast}", stack)
+            level = stack.query(
+                f'monitoriza_forecast_bounds_coverage_ratio{{forecast="{forecast}"}}')
+            assert float(level[0]["value"][1]) == 0.8
+        # A few MB in a 64 MB Redis: almost all of the way to 95 % still to go.
+        room = stack.query('monitoriza_forecast_headroom_ratio{forecast="redis-memory"}')
+        assert float(room[0]["value"][1]) > 0.9
+
+
 class TestDiskFilling:
     """``fill-disk``: the backend's disk fills at 0.5 %/s towards its 95 % threshold; the
     forecast turns finite and the FailureForecast alert fires before the disk is full."""

@@ -27,6 +27,14 @@ RECORDER_CONTAINER = "conecta-guardian-recorder"
 RECORDER_IMAGE = "monitoriza-demo-busybox:latest"
 RECORDER_COMMAND = ["sh", "-c", "while [ ! -e /fault/down ]; do sleep 1; done; exit 1"]
 DISK_THRESHOLD = 0.95
+# Redis's limit in the demo: far above what it holds (a few MB), so that the example's
+# redis-memory forecast has a line to forecast against; noeviction, so that a drill's
+# canary is refused rather than silently evicted if it were ever reached.
+REDIS_MAXMEMORY = "64mb"
+# The example estate's expressions (examples/conecta-plus.yml), which the demo forecasts too.
+HOST_MEMORY_EXPR = 'monitoriza_host_memory_utilization_ratio{service="host"}'
+REDIS_MEMORY_EXPR = ('monitoriza_redis_memory_used_bytes{service="redis"} / '
+                     '(monitoriza_redis_memory_max_bytes{service="redis"} > 0)')
 # Redis's default title is "{title} {listen-addr} {server-mode}"; the file makes it unique.
 REDIS_PROC_TITLE = "{title} {listen-addr} {config-file}"
 
@@ -61,6 +69,21 @@ def demo_services(*, with_recorder: bool) -> tuple[DemoService, ...]:
         DemoService("frontend", "standard", "Residents' and managers' web application",
                     ("api-gateway",), ()),
     )
+
+
+def example_forecasts() -> dict[str, dict[str, Any]]:
+    """The forecasts of ``examples/conecta-plus.yml`` that the demo has the data for, with
+    the example's expression, threshold and horizon, on the demo's clock (2 minutes of
+    history every 5 s). Left out: the host's disks (the demo fills its services' simulated
+    disks, not this machine's) and PostgreSQL's connections (the demo runs no PostgreSQL)."""
+    clock = {"direction": "above", "window": "2m", "step": "2s", "interval": "5s"}
+    return {
+        "host-memory": {"service": "host", "expr": HOST_MEMORY_EXPR, "threshold": 0.95,
+                        "horizon": "4h", **clock},
+        "redis-memory": {"service": "redis", "expr": REDIS_MEMORY_EXPR, "threshold": 0.95,
+                         "horizon": "12h", **clock},
+    }
+
 
 
 def _scaled(seconds: float, scale: float) -> str:
@@ -104,6 +127,7 @@ def redis_conf(port: int, paths: DemoPaths, host: str) -> str:
         f"port {port}", f"bind {host}", "daemonize yes", f"pidfile {paths.redis_pidfile}",
         f"dir {paths.redis_dir}", f"logfile {paths.redis_dir / 'redis.log'}",
         'save ""', "appendonly yes", "appendfsync always",
+        f"maxmemory {REDIS_MAXMEMORY}", "maxmemory-policy noeviction",
         f'proc-title-template "{REDIS_PROC_TITLE}"', ""])
 
 
@@ -203,6 +227,7 @@ def demo_config(ports: StackPorts, paths: DemoPaths, *, docker_host: str | None,
             "threshold": DISK_THRESHOLD, "direction": "above", "horizon": "1h",
             "window": "2m", "step": "2s", "interval": "5s"}
         for name in services if name in {s.name for s in demo_services(with_recorder=False)}}
+    forecasts |= example_forecasts()
     return {
         "exporter": {"listen": f"{host}:{ports.exporter}",
                      "prometheus_url": f"http://{host}:{ports.prometheus}",
