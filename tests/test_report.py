@@ -101,6 +101,13 @@ def _openmetrics(path: Path, end: int, outages: list[tuple[float, float]]) -> di
     for estimate, seconds in (("lower", "1800"), ("median", "3600"), ("upper", "+Inf")):
         lines.extend(f'monitoriza_time_to_failure_seconds{{forecast="cache-memory",'
                      f'service="cache",estimate="{estimate}"}} {seconds} {t}' for t in sparse)
+    # A forecast per filesystem: each series carries its own labels (and the exporter's
+    # job and instance, which are not the series').
+    for mountpoint, median in (("/data", "+Inf"), ("/logs", "+Inf")):
+        lines.extend(f'monitoriza_time_to_failure_seconds{{forecast="cache-disk",'
+                     f'service="cache",estimate="median",mountpoint="{mountpoint}",'
+                     f'exported_instance="cache-1:9100",job="monitoriza",'
+                     f'instance="127.0.0.1:9108"}} {median} {t}' for t in sparse)
     lines.append("# EOF")
     path.write_text("\n".join(lines) + "\n")
     total = len(minutes)
@@ -329,8 +336,14 @@ def test_silent_failures_and_forecasts(reports: Reports) -> None:
     assert stale["db"] == pytest.approx(OUTAGE, abs=120)
     assert stale["api"] <= 300
     ttf = reports.data["time_to_failure"]
-    assert [(t["service"], t["seconds"], t["horizon"]) for t in ttf] == [
-        ("cache", 3600.0, 86400.0)]
+    assert [(t["service"], t["forecast"], t["series"], t["seconds"], t["horizon"])
+            for t in ttf] == [
+        ("cache", "cache-disk", "exported_instance=cache-1:9100, mountpoint=/data", None,
+         86400.0),
+        ("cache", "cache-disk", "exported_instance=cache-1:9100, mountpoint=/logs", None,
+         86400.0),
+        ("cache", "cache-memory", "", 3600.0, 86400.0)]
+    assert "mountpoint=/logs" in reports.html
 
 
 def test_verdicts(reports: Reports) -> None:

@@ -116,6 +116,18 @@ class PrometheusReader:
         return result
 
 
+# Labels of a forecast's sample that are not its source series': the exporter's own, and
+# those Prometheus puts on everything it scrapes from the exporter.
+NOT_SERIES_LABELS = frozenset({"__name__", "forecast", "service", "estimate", "job",
+                               "instance"})
+
+
+def series_name(metric: dict[str, str]) -> str:
+    """A forecast series' own labels as ``name=value, ...``, sorted; "" when it has none."""
+    return ", ".join(f"{name}={value}" for name, value in sorted(metric.items())
+                     if name not in NOT_SERIES_LABELS)
+
+
 def _value(sample: dict[str, Any]) -> float:
     return float(sample["value"][1])
 
@@ -164,8 +176,9 @@ def collect(config: Config, reader: PrometheusReader, since: float, progress: Pr
             value = _value(sample)
             ttf.append(TimeToFailure(forecast, sample["metric"].get("service", ""),
                                      None if math.isinf(value) or math.isnan(value) else value,
-                                     spec.horizon if spec is not None else DEFAULT_HORIZON))
-        ttf.sort(key=lambda item: (item.service, item.forecast))
+                                     spec.horizon if spec is not None else DEFAULT_HORIZON,
+                                     series_name(sample["metric"])))
+        ttf.sort(key=lambda item: (item.service, item.forecast, item.series))
 
     with progress.section("silent failures"):
         stale = sorted(

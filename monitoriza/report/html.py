@@ -152,8 +152,8 @@ def render_html(facts: Facts) -> str:
              for b in responder.breakers_now], empty="every breaker is closed"))
     parts.append("<h2>Time to failure</h2>")
     parts.append(_table(
-        ["service", "forecast", "median time to failure", "horizon"],
-        [[t.service, t.forecast,
+        ["service", "forecast", "series", "median time to failure", "horizon"],
+        [[t.service, t.forecast, t.series or "—",
           "none within the horizon" if t.seconds is None else human_duration(t.seconds),
           human_duration(t.horizon)] for t in facts.time_to_failure],
         empty="no forecast published"))

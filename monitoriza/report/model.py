@@ -135,12 +135,20 @@ class ResponderFacts:
 
 @dataclass(frozen=True)
 class TimeToFailure:
-    """The current median time-to-failure of one forecast; ``seconds`` None: none forecast."""
+    """The current median time-to-failure of one forecast's series; ``seconds`` None: none
+    forecast. ``series`` names the series by its own labels (``mountpoint=/srv``), empty for
+    a forecast published without them (``by: []``)."""
 
     forecast: str
     service: str
     seconds: float | None
     horizon: float
+    series: str = ""
+
+    @property
+    def title(self) -> str:
+        """``disks`` or ``disks (mountpoint=/srv)``."""
+        return f"{self.forecast} ({self.series})" if self.series else self.forecast
 
 
 @dataclass(frozen=True)
@@ -394,7 +402,7 @@ def _warnings(entry: ServiceAvailability, responder: ResponderFacts,
                    for summary in responder.healing
                    if summary.service == service and summary.success_ratio is not None
                    and summary.success_ratio < MIN_HEALING_SUCCESS)
-    reasons.extend(f"forecast {forecast.forecast}: failure in "
+    reasons.extend(f"forecast {forecast.title}: failure in "
                    f"{human_duration(forecast.seconds)}"
                    for forecast in time_to_failure
                    if forecast.service == service and forecast.seconds is not None
