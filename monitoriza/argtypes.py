@@ -17,6 +17,14 @@ def duration(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def positive_duration(value: str) -> float:
+    """A duration longer than zero."""
+    seconds = duration(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {value}")
+    return seconds
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)

@@ -15,7 +15,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__, logs
-from monitoriza.argtypes import duration, positive_float
+from monitoriza.argtypes import duration, positive_duration, positive_float
 from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import Config, ListenAddress
@@ -153,12 +153,14 @@ def cmd_forecast_evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluate_csvs(args.csv, threshold_quantile=args.threshold_quantile,
                                window=args.window, horizon=args.horizon,
-                               target=args.target_false_alarms_per_day)
+                               target=args.target_false_alarms_per_day,
+                               direction=args.direction, every=args.every)
     except EvaluationError as exc:
         print(f"monitoriza forecast evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps({"threshold_quantile": args.threshold_quantile,
+                          "direction": args.direction, "every_s": args.every,
                           "window_s": args.window, "horizon_s": args.horizon,
                           **result.public()}, indent=2))
     else:
@@ -258,8 +260,14 @@ def _add_forecast_commands(
     evaluate.add_argument("--csv", type=Path, required=True, action="append", metavar="FILE",
                           help="a history; repeat for several (their counts are pooled)")
     evaluate.add_argument("--threshold-quantile", type=_quantile, default=0.99, metavar="Q",
-                          help="each series' failure threshold: this quantile of its values, "
-                               "crossed from below (default 0.99)")
+                          help="each series' failure threshold: this quantile of its values "
+                               "(default 0.99; with --direction below, the 1 - Q quantile)")
+    evaluate.add_argument("--direction", choices=["above", "below"], default="above",
+                          help="failure is the value rising to the threshold (above, the "
+                               "default) or falling to it (below: free space, free memory)")
+    evaluate.add_argument("--every", type=positive_duration, default=3600.0,
+                          metavar="DURATION", help="time between replayed forecasts "
+                                                   "(default 1h)")
     evaluate.add_argument("--horizon", type=duration, default=14400.0, metavar="DURATION",
                           help="alarm when the failure is forecast within it (default 4h)")
     evaluate.add_argument("--window", type=duration, default=21600.0, metavar="DURATION",

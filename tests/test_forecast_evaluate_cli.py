@@ -87,8 +87,9 @@ class TestFrontierReport:
             assert table[estimate] == ["0.00", "8/8", "0", "0.00", "—", "0", "—"], estimate
         assert table["predict_linear"][1] == "8/8"
         assert float(table["predict_linear"][0]) > 1.0
-        assert lines[-1] == ("recommended alert estimate for at most 2 false alarms per day: "
+        assert lines[-2] == ("recommended alert estimate for at most 2 false alarms per day: "
                              "lower (8 of 8 crossing events, 0.00 false alarms per day)")
+        assert lines[-1].startswith("coverage: ") and "stated 80 %" in lines[-1]
 
     def test_flat_series_raises_no_trend_alarm(self, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,8 +114,42 @@ class TestFrontierReport:
         assert out.splitlines()[0].startswith("2 series, ")
         assert all(float(table[e][0]) > 0.5 for e in ("lower", "median", "upper"))
         assert float(table["median"][0]) < float(table["predict_linear"][0])
-        assert out.splitlines()[-1].startswith(
+        assert out.splitlines()[-2].startswith(
             "no estimate meets the target of 0.5 false alarms per day (the quietest, ")
+
+
+class TestDirectionAndStep:
+    """``--direction below`` forecasts a falling series (free space) as ``above`` does its
+    mirror image; ``--every`` sets how often the history is replayed."""
+
+    def test_below_mirrors_above(self, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+        """Free space 200 - fill (emptying the disk restores it) against its 0.1 quantile,
+        from above, gives exactly the report of the fill against its 0.9 quantile."""
+        hours = STEP * np.arange(int(DAYS * 24 * HOUR / STEP)) / HOUR
+        free = write_csv(tmp_path / "free.csv", 200.0 - 10.0 * (hours % 12.0))
+        code, above, err = run(capsys, "--csv", str(filling(tmp_path)),
+                               "--threshold-quantile", "0.9", "--json")
+        assert code == 0, err
+        code, below, err = run(capsys, "--csv", str(free), "--threshold-quantile", "0.9",
+                               "--direction", "below", "--json")
+        assert code == 0, err
+        mirrored, original = json.loads(below), json.loads(above)
+        assert (mirrored["direction"], original["direction"]) == ("below", "above")
+        assert mirrored["events"] == original["events"] == 8
+        assert mirrored["estimates"] == original["estimates"]
+        assert mirrored["coverage"] == original["coverage"]
+
+    def test_every_sets_the_replay_step(self, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+        csv = str(filling(tmp_path))
+        hourly = json.loads(run(capsys, "--csv", csv, "--json")[1])
+        half_hourly = json.loads(run(capsys, "--csv", csv, "--every", "30m", "--json")[1])
+        assert half_hourly["every_s"] == 1800.0
+        assert abs(half_hourly["evaluated"] - 2 * hourly["evaluated"]) <= 2
+        with pytest.raises(SystemExit):
+            main(["forecast", "evaluate", "--csv", csv, "--every", "0s"])
+        assert "must be longer than 0" in capsys.readouterr().err
 
 
 class TestJson:

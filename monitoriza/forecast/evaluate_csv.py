@@ -1,10 +1,13 @@
 """``monitoriza forecast evaluate``: the frontier on the user's own ``timestamp,value`` CSVs.
 
-Each CSV gets its failure threshold at a quantile of its own values (crossed from below) and is
-replayed every hour (``monitoriza.forecast.evaluate``). Monitoriza's lower, median and upper
+Each CSV gets its failure threshold at a quantile of its own values (crossed from below; with
+direction "below", the 1 - q quantile crossed from above, replayed as the negated series, which
+every method forecasts exactly as the original) and is replayed every hour (or ``every``;
+``monitoriza.forecast.evaluate``). Monitoriza's lower, median and upper
 estimates, each alarming at ≤ H, are set against predict_linear's frontier at equal false
 alarms per day (``monitoriza.forecast.frontier``); the recommended alert estimate is the one
-with the most detections at or under the target false-alarm rate.
+with the most detections at or under the target false-alarm rate. The bounds' coverage
+(``monitoriza.forecast.coverage``) on the same replay closes the report.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -20,7 +24,15 @@ from monitoriza.durations import format_duration
 from monitoriza.exceptions import MonitorizaError
 from monitoriza.forecast import model
 from monitoriza.forecast.backtest import BacktestError, read_csv
-from monitoriza.forecast.evaluate import HOUR, Series, SeriesRun, forecaster_method, replay
+from monitoriza.forecast.coverage import Coverage, describe, pooled
+from monitoriza.forecast.evaluate import (
+    HOUR,
+    Series,
+    SeriesRun,
+    forecaster_method,
+    replay,
+    run_coverage,
+)
 from monitoriza.forecast.frontier import (
     DAY,
     CurvePoint,
@@ -34,6 +46,7 @@ from monitoriza.forecast.frontier import (
     operating_point,
     recommend,
 )
+from monitoriza.forecast.model import DEFAULT_COVERAGE
 
 ESTIMATES = ("lower", "median", "upper")
 BASELINE = "predict_linear"
@@ -56,6 +69,7 @@ class UserEvaluation:
     matchups: dict[str, Matchup]  # lower, median, upper, each alarming at ≤ H
     recommended: str | None  # None: no estimate meets the target
     target: float
+    coverage: Coverage  # of [lower, upper], at the default level
 
     def public(self) -> dict[str, object]:
         """For JSON."""
@@ -64,11 +78,15 @@ class UserEvaluation:
                 "recommended": self.recommended,
                 "estimates": {name: m.public() for name, m in self.matchups.items()},
                 BASELINE: self.baseline.public(),
-                "baseline_curve": [point.public() for point in self.baseline_curve]}
+                "baseline_curve": [point.public() for point in self.baseline_curve],
+                "coverage": {"stated": DEFAULT_COVERAGE, **self.coverage.public()}}
 
 
-def load_csv(path: Path, threshold_quantile: float) -> Series:
-    """One ``timestamp,value`` CSV on its grid, its threshold the given quantile of its values."""
+def load_csv(path: Path, threshold_quantile: float,
+             direction: Literal["above", "below"] = "above") -> Series:
+    """One ``timestamp,value`` CSV on its grid, its threshold the given quantile of its values
+    (for "below", the series negated: its threshold is then the 1 - q quantile of the
+    original, crossed from above)."""
     try:
         times, values = read_csv(path)
     except BacktestError as exc:
@@ -80,6 +98,8 @@ def load_csv(path: Path, threshold_quantile: float) -> Series:
     if np.unique(times[known]).size < 3:
         raise EvaluationError(f"{path}: too few points ({int(known.sum())} with a value)")
     times, values = times[known], values[known]
+    if direction == "below":
+        values = -values
     grid_times, grid_values = on_grid(times, values, grid_step(times))
     threshold = float(np.quantile(values, threshold_quantile))
     return Series(str(path), grid_times, grid_values, threshold)
@@ -108,14 +128,15 @@ def frontier_of(runs: Sequence[SeriesRun], *, horizon: float,
 
 
 def evaluate_csvs(paths: Sequence[Path], *, threshold_quantile: float, window: float,
-                  horizon: float, target: float, every: float = HOUR) -> UserEvaluation:
+                  horizon: float, target: float, every: float = HOUR,
+                  direction: Literal["above", "below"] = "above") -> UserEvaluation:
     """Replay every CSV; Monitoriza's lower, median and upper estimates against predict_linear
     at equal false alarms per day, and the estimate to alert on for ``target``."""
     methods = {"monitoriza": forecaster_method(model.time_to_failure),
                BASELINE: forecaster_method(model.ols_time_to_failure)}
     runs = []
     for path in paths:
-        series = load_csv(path, threshold_quantile)
+        series = load_csv(path, threshold_quantile, direction)
         long_enough = series.times[-1] - series.times[0] >= window + horizon
         run = replay(series, methods, window=window, horizon=horizon,
                      every=every) if long_enough else None
@@ -132,7 +153,8 @@ def evaluate_csvs(paths: Sequence[Path], *, threshold_quantile: float, window: f
         events=sum(count_events(run.crossing) for run in runs),
         baseline=baseline_curve[-1], baseline_curve=baseline_curve, matchups=matchups,
         recommended=recommend({name: m.ours for name, m in matchups.items()}, target),
-        target=target)
+        target=target,
+        coverage=pooled(run_coverage(run, "monitoriza", horizon) for run in runs))
 
 
 def ratio_text(value: float | None) -> str:
@@ -171,4 +193,5 @@ def report_text(result: UserEvaluation) -> str:
         lines.append(f"recommended alert estimate for at most {result.target:g} false alarms "
                      f"per day: {chosen} ({point.detected} of {result.events} crossing events, "
                      f"{point.false_alarms_per_day:.2f} false alarms per day)")
+    lines.append(describe(result.coverage, DEFAULT_COVERAGE))
     return "\n".join(lines)
