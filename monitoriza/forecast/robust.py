@@ -21,6 +21,7 @@ MAD_TO_SIGMA = 1.4826  # 1 / Φ⁻¹(0.75): the MAD of a normal sample times thi
 HUBER_C = 1.345  # Huber's tuning constant: 95 % efficiency when the noise is normal
 HUBER_STEPS = 2
 MAX_AUTOCORRELATION = 0.95
+SORT_DEVIATIONS_UP_TO = 16_384  # values in a block below which a sort beats a bisection
 
 
 def sorted_rows(a: FloatArray) -> tuple[FloatArray, IntArray]:
@@ -42,38 +43,102 @@ def quantile_of_sorted(ordered: FloatArray, counts: IntArray, q: float) -> Float
 def nanmedian_rows(a: FloatArray) -> FloatArray:
     """The median of the finite values of each row, NaN for a row without any.
 
-    A sort per row costs O(n log n); ``np.partition`` is linear but needs the same
-    positions in every row, and rows have different numbers of gaps. So a row with k finite
-    values and m = n - k gaps gets ⌈m/2⌉ of them as -inf and ⌊m/2⌋ as +inf: its finite
-    values keep their order, shifted by a = ⌈m/2⌉, and the two middle ones sit at
-    (k - 1)//2 + a and k//2 + a, which are always among (n - 1)//2, n//2 and (n + 1)//2.
+    Each row is sorted (NaN last) and the median read at the positions its own count of
+    finite values gives. A sort looks costlier than ``np.partition``, but NumPy 2 sorts
+    float rows with SIMD code, and a partition needs the same positions in every row, which
+    rows with different numbers of gaps only get by rewriting their gaps as ±inf first: on
+    (1024, 720) blocks with gaps the sort is about 30 % faster, and the result is the same.
     """
-    rows, width = a.shape
-    if rows == 0 or width == 0:
-        return np.full(rows, np.nan)
-    gap = ~np.isfinite(a)
-    if not gap.any():
-        middle = [(width - 1) // 2, width // 2]
-        part = np.partition(a, middle, axis=1)
-        return 0.5 * (part[:, middle[0]] + part[:, middle[1]])
-    nth_gap = np.cumsum(gap, axis=1, dtype=np.int32)
-    filled = np.where(gap, np.where(nth_gap & 1, -np.inf, np.inf), a)
-    candidates = sorted({(width - 1) // 2, width // 2, min((width + 1) // 2, width - 1)})
-    part = np.partition(filled, candidates, axis=1)
-    count = width - nth_gap[:, -1]
-    shift = (nth_gap[:, -1] + 1) // 2
-    low = np.take_along_axis(part, ((count - 1) // 2 + shift)[:, None], axis=1)[:, 0]
-    high = np.take_along_axis(part, np.minimum(count // 2 + shift, width - 1)[:, None],
-                              axis=1)[:, 0]
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return np.full(a.shape[0], np.nan)
+    return median_of_sorted(*sorted_finite_rows(a))
+
+
+def robust_scale_rows(a: FloatArray) -> FloatArray:
+    """σ estimated from the median absolute deviation: 1.4826 · median|a - median(a)|."""
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        return np.full(a.shape[0], np.nan)
+    ordered, count = sorted_finite_rows(a)
+    return MAD_TO_SIGMA * deviation_median_of_sorted(ordered, count,
+                                                     median_of_sorted(ordered, count))
+
+
+def sorted_finite_rows(a: FloatArray) -> tuple[FloatArray, IntArray]:
+    """Each row sorted with its non-finite values last (as NaN), and its count of finite
+    values."""
+    finite = np.isfinite(a)
+    count = finite.sum(axis=1)
+    if np.isinf(a).any():  # ±inf would sort among the values: make them gaps like NaN
+        a = np.where(finite, a, np.nan)
+    return np.sort(a, axis=1), count
+
+
+def median_of_sorted(ordered: FloatArray, count: IntArray) -> FloatArray:
+    """The median of the first ``count`` values of each sorted row (NaN when count is 0)."""
+    if ordered.shape[1] == 0:
+        return np.full(ordered.shape[0], np.nan)
+    rows_index = np.arange(ordered.shape[0])
+    low = ordered[rows_index, np.maximum(count - 1, 0) // 2]
+    high = ordered[rows_index, np.minimum(count // 2, ordered.shape[1] - 1)]
     with np.errstate(invalid="ignore"):
         median = 0.5 * (low + high)
     return np.where(count > 0, median, np.nan)
 
 
-def robust_scale_rows(a: FloatArray) -> FloatArray:
-    """σ estimated from the median absolute deviation: 1.4826 · median|a - median(a)|."""
-    centre = nanmedian_rows(a)
-    return MAD_TO_SIGMA * nanmedian_rows(np.abs(a - centre[:, None]))
+def deviation_median_of_sorted(ordered: FloatArray, count: IntArray,
+                               centre: FloatArray) -> FloatArray:
+    """median |v - centre| over the first ``count`` values v of each sorted row, where
+    ``centre`` is their median (NaN when count is 0), without sorting the deviations.
+
+    The values below the median, read right to left, give the deviations centre - v in
+    ascending order, and those from the median on give v - centre in ascending order: the
+    median deviation is found in these two sorted runs (``_kth_of_two_runs``) in
+    O(log n) steps per row, and is the same number as sorting |v - centre| would give.
+    Small blocks sort the deviations all the same: there the steps' fixed cost is larger.
+    """
+    if ordered.shape[1] == 0:
+        return np.full(ordered.shape[0], np.nan)
+    if ordered.size <= SORT_DEVIATIONS_UP_TO:
+        return median_of_sorted(*sorted_finite_rows(np.abs(ordered - centre[:, None])))
+    split = count // 2  # ordered[:split] ≤ centre ≤ ordered[split:count]
+    low = _kth_of_two_runs(ordered, count, centre, split, np.maximum(count - 1, 0) // 2)
+    high = _kth_of_two_runs(ordered, count, centre, split, count // 2)
+    with np.errstate(invalid="ignore"):
+        deviation = 0.5 * (low + high)
+    return np.where(count > 0, deviation, np.nan)
+
+
+def _kth_of_two_runs(ordered: FloatArray, count: IntArray, centre: FloatArray,
+                     split: IntArray, k: IntArray) -> FloatArray:
+    """The k-th smallest (from 0) of |v - centre| over each row's first ``count`` values.
+
+    With A_j = centre - ordered[split - 1 - j] and B_j = ordered[split + j] - centre (both
+    ascending), the k + 1 smallest deviations are A_0..A_(a-1) and B_0..B_(k-a) for the
+    smallest a with A_a ≥ B_(k-a) (or a at its upper bound), found by bisection on every
+    row at once; the k-th is then max(A_(a-1), B_(k-a)). (Positions are read from the
+    flattened rows; a row whose bisection has ended may read a neighbour's value, which
+    is never used.)
+    """
+    flat = ordered.ravel()
+    start = np.arange(ordered.shape[0]) * ordered.shape[1]
+    below = start + split - 1  # A_j is at below - j
+    above = start + split + k  # B_(k-j) is at above - j
+    lower = np.maximum(k + 1 - (count - split), 0)  # B has only count - split values
+    upper = np.minimum(k + 1, split)
+    with np.errstate(invalid="ignore"):
+        active = lower < upper
+        while active.any():
+            middle = (lower + upper) // 2
+            enough = (centre - flat.take(below - middle, mode="clip")
+                      >= flat.take(above - middle, mode="clip") - centre)
+            upper = np.where(active & enough, middle, upper)
+            lower = np.where(active & ~enough, middle + 1, lower)
+            active = lower < upper
+        from_a = np.where(lower > 0, centre - flat.take(below - lower + 1, mode="clip"),
+                          -np.inf)
+        from_b = np.where(k - lower >= 0, flat.take(above - lower, mode="clip") - centre,
+                          -np.inf)
+        return np.maximum(from_a, from_b)
 
 
 def nan_mean_rows(a: FloatArray) -> FloatArray:
@@ -146,43 +211,84 @@ def pair_slopes_median(x: FloatArray, y: FloatArray, first: IntArray,
     pairs), at O(n) cost instead of Theil–Sen's O(n²) pairs. Pairs with a NaN are skipped.
     """
     rows, width = y.shape
-    lag = np.maximum((last - first + 1) // 2, 1)
-    most = int(lag.max()) if rows else 0
-    if most == 0 or width < 2:
+    if rows == 0 or width < 2:
         return np.full(rows, np.nan)
+    # Rows with data at both ends (most of them) share L = n // 2: their pairs are two
+    # slices of y. The others (a late start, data since a reset) are gathered one by one.
+    median = np.empty(rows)
+    whole = (first == 0) & (last == width - 1)
+    spanning = np.flatnonzero(whole)
+    if spanning.size:
+        half = width // 2
+        run = x[half:2 * half] - x[:half]
+        rise = y[spanning, half:2 * half] - y[spanning, :half]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slopes = np.where(run > 0, rise / np.where(run > 0, run, 1.0), np.nan)
+        median[spanning] = nanmedian_rows(slopes)
+    partial = np.flatnonzero(~whole)
+    if partial.size:
+        median[partial] = nanmedian_rows(_gathered_pair_slopes(x, y[partial], first[partial],
+                                                               last[partial]))
+    return median
+
+
+def _gathered_pair_slopes(x: FloatArray, y: FloatArray, first: IntArray,
+                          last: IntArray) -> FloatArray:
+    """The slopes of ``pair_slopes_median``'s pairs, NaN-padded to the longest row's."""
+    lag = np.maximum((last - first + 1) // 2, 1)
+    most = int(lag.max())
     offsets = np.arange(most)
     start = first[:, None] + offsets[None, :]
     end = start + lag[:, None]
     valid = (offsets[None, :] < lag[:, None]) & (end <= last[:, None])
     start = np.where(valid, start, 0)
     end = np.where(valid, end, 0)
-    rise = np.take_along_axis(y, end, axis=1) - np.take_along_axis(y, start, axis=1)
-    run = x[end] - x[start]
+    row_start = (np.arange(y.shape[0]) * y.shape[1])[:, None]
+    flat = np.ascontiguousarray(y).ravel()  # one flat gather is cheaper than a 2-D one
+    rise = flat.take(row_start + end) - flat.take(row_start + start)
+    run = x.take(end) - x.take(start)
     with np.errstate(invalid="ignore", divide="ignore"):
-        slopes = np.where(valid & (run > 0), rise / np.where(run > 0, run, 1.0), np.nan)
-    return nanmedian_rows(slopes)
+        slopes: FloatArray = np.where(valid & (run > 0), rise / np.where(run > 0, run, 1.0),
+                                      np.nan)
+    return slopes
 
 
 def _residuals(values: FloatArray, in_data: FloatArray, level: FloatArray,
-               slope: FloatArray, u: FloatArray) -> FloatArray:
-    """values - (level + slope·u), 0 at missing points."""
-    residual = values - level[:, None]
-    residual -= slope[:, None] * u[None, :]
+               slope: FloatArray, u: FloatArray, *, out: FloatArray | None = None,
+               scratch: FloatArray | None = None) -> FloatArray:
+    """values - (level + slope·u), 0 at missing points (into ``out``; ``scratch`` is
+    overwritten: (S, n) buffers that a caller fitting many times allocates once)."""
+    residual = np.subtract(values, level[:, None], out=out)
+    residual -= np.multiply(slope[:, None], u[None, :], out=scratch)
     residual *= in_data
     return residual
 
 
-def _weighted_line(weights: FloatArray, values: FloatArray,
-                   u: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+def _row_dot(a: FloatArray, v: FloatArray) -> FloatArray:
+    """a @ v, each row of a times the vector v, without BLAS.
+
+    ``a @ v`` goes to OpenBLAS, which splits even a (1024, 720) product over its own
+    threads; with the forecast's chunks already running in parallel threads on a busy
+    2-core machine, those threads wait on each other and the products took most of a cycle
+    (a cycle used twice the CPU time it uses with one BLAS thread). ``einsum`` computes the
+    same sums in the calling thread (rounded in another order: the last bits can differ).
+    """
+    product: FloatArray = np.einsum("ij,j->i", a, v)
+    return product
+
+
+def _weighted_line(weights: FloatArray, values: FloatArray, u: FloatArray,
+                   scratch: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """(level at u = 0, slope, weighted mean ū) of the weighted least-squares line, from
-    the sums Σw, Σwu, Σwu², Σwy, Σwuy (matrix products, no (S, n) temporaries but w·y)."""
+    the sums Σw, Σwu, Σwu², Σwy, Σwuy (row-times-vector products; w·y goes into the (S, n)
+    buffer ``scratch``)."""
     total = weights.sum(axis=1)
     safe = np.where(total > 0, total, 1.0)
-    sum_u = weights @ u
-    sum_uu = weights @ (u * u)
-    weighted_y = weights * values
+    sum_u = _row_dot(weights, u)
+    sum_uu = _row_dot(weights, u * u)
+    weighted_y = np.multiply(weights, values, out=scratch)
     sum_y = weighted_y.sum(axis=1)
-    sum_uy = weighted_y @ u
+    sum_uy = _row_dot(weighted_y, u)
     centre = sum_u / safe
     mean_y = sum_y / safe
     sxx = sum_uu - centre * sum_u
@@ -195,8 +301,8 @@ def fit_line(x: FloatArray, y: FloatArray, *, robust: bool = True) -> Line:
     """A trend line per row: Huber regression started from Theil–Sen, or plain OLS.
 
     Robust: the starting slope is ``pair_slopes_median``, the intercept the median of
-    y - slope·x, σ = 1.4826·median|r| of its residuals r (their median is 0 by
-    construction, so this is the MAD); then ``HUBER_STEPS`` steps of iteratively reweighted
+    z = y - slope·x, σ = 1.4826·median|z - intercept| (the MAD of z: the residuals r of
+    this line have median 0); then ``HUBER_STEPS`` steps of iteratively reweighted
     least squares with Huber weights w = min(1, c·σ / |r|), c = 1.345, each step the
     weighted least-squares solution
         x̄ = Σwx / Σw,  ȳ = Σwy / Σw,  slope = Σw(x-x̄)(y-ȳ) / Σw(x-x̄)²,  level = ȳ - slope·x̄.
@@ -215,31 +321,44 @@ def fit_line(x: FloatArray, y: FloatArray, *, robust: bool = True) -> Line:
     in_data = finite.astype(np.float64)
     shift = float(x.mean()) if x.size else 0.0  # sums of powers of x stay well conditioned
     u = x - shift
+    # (S, n) buffers reused by every step below: fresh arrays of this size cost as much in
+    # page faults as the arithmetic that fills them.
+    residual = np.empty_like(values)
+    scratch = np.empty_like(values)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if robust:
             first, last = finite_span(finite)
             slope = pair_slopes_median(x, np.where(finite, y, np.nan), first, last)
             slope = np.where(np.isfinite(slope), slope, 0.0)
-            level = nanmedian_rows(np.where(finite, y - slope[:, None] * u[None, :], np.nan))
-            residual = _residuals(values, in_data, level, slope, u)
-            scale = MAD_TO_SIGMA * nanmedian_rows(np.where(finite, np.abs(residual), np.nan))
+            # level = median of z = y - slope·u, σ = 1.4826·median|z - level|: both from
+            # one sort of z.
+            z = np.subtract(y, np.multiply(slope[:, None], u[None, :], out=scratch),
+                            out=residual)
+            np.copyto(z, np.nan, where=~finite)
+            ordered, z_count = sorted_finite_rows(z)
+            level = median_of_sorted(ordered, z_count)
+            residual = _residuals(values, in_data, level, slope, u, out=residual,
+                                   scratch=scratch)
+            scale = MAD_TO_SIGMA * deviation_median_of_sorted(ordered, z_count, level)
             scale = np.where(np.isfinite(scale), scale, 0.0)
             # A floor far below any real spread: with σ = 0 (a flat series) rounding-level
             # residuals must keep their weight while a spike still loses all of its.
-            typical = np.abs(residual).sum(axis=1) / np.maximum(count, 1)
+            typical = np.abs(residual, out=scratch).sum(axis=1) / np.maximum(count, 1)
             floor = 1e-9 * (np.abs(np.nan_to_num(level)) + typical) + 1e-300
             limit = HUBER_C * np.maximum(scale, floor)[:, None]
-        weights = in_data
+        weights = np.empty_like(values) if robust else in_data
         for _ in range(HUBER_STEPS if robust else 1):
             if robust:
-                size = np.abs(residual)
-                weights = np.where(size > limit, limit / np.where(size > 0, size, 1.0),
-                                   in_data)
-            level, slope, centre = _weighted_line(weights, values, u)
-            residual = _residuals(values, in_data, level, slope, u)
+                # min(1, c·σ/|r|) at data points, 0 elsewhere (r = 0 there, so c·σ/|r| =
+                # inf); the same weights as where(|r| > c·σ, c·σ/|r|, 1) in fewer passes.
+                size = np.abs(residual, out=scratch)
+                np.fmin(in_data, np.divide(limit, size, out=size), out=weights)
+            level, slope, centre = _weighted_line(weights, values, u, scratch)
+            residual = _residuals(values, in_data, level, slope, u, out=residual,
+                                   scratch=scratch)
         if robust:
-            psi = np.clip(residual, -limit, limit)
-            inside = (finite & (np.abs(residual) <= limit)).sum(axis=1)
+            psi = np.minimum(np.maximum(residual, -limit, out=scratch), limit, out=scratch)
+            inside = (finite & (np.abs(residual, out=weights) <= limit)).sum(axis=1)
             share = inside / np.maximum(count, 1)
             sigma = np.sqrt(np.einsum("ij,ij->i", psi, psi) / np.maximum(count, 1))
             sigma = sigma / np.where(share > 0, share, 1.0)
@@ -250,7 +369,8 @@ def fit_line(x: FloatArray, y: FloatArray, *, robust: bool = True) -> Line:
         rho = lag1_autocorrelation(psi)
         inflation = np.sqrt((1.0 + rho) / (1.0 - rho))
         spread = np.sqrt(np.maximum(
-            in_data @ (u * u) - 2.0 * centre * (in_data @ u) + centre**2 * count, 0.0))
+            _row_dot(in_data, u * u) - 2.0 * centre * _row_dot(in_data, u)
+            + centre**2 * count, 0.0))
         sd_slope = np.where(spread > 0, inflation * sigma / np.where(spread > 0, spread, 1.0),
                             0.0)
         sd_centre = inflation * sigma / np.sqrt(np.maximum(count, 1))

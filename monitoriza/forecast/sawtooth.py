@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from monitoriza.forecast.paths import LinearPath, SawtoothPath
 from monitoriza.forecast.robust import (
+    MAD_TO_SIGMA,
     fit_line,
     forward_fill,
     nan_mean_rows,
@@ -166,19 +167,40 @@ def _put(base: FloatArray, rows: IntArray, values: FloatArray) -> FloatArray:
     return out
 
 
+def _reset_events(x: FloatArray, y: FloatArray,
+                  resets: Resets) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The resets of each row in time order, packed to the left of (S, k) arrays (k the
+    most resets of any row, NaN after a row's own): the reset's time, the peak (the last
+    finite value before the reset) and the peak's time.
+
+    The resets are a handful of points in a row of hundreds: the medians and sums of the
+    cycle run over these packed arrays instead of (S, n) arrays that are almost all NaN,
+    and give the same values (a median or a mean of the finite values does not depend on
+    where the NaNs were).
+    """
+    rows, width = y.shape
+    row, column = np.nonzero(resets.mask)  # row-major: each row's resets in time order
+    count = resets.mask.sum(axis=1)
+    most = int(count.max()) if rows else 0
+    rank = np.arange(row.size) - (np.cumsum(count) - count)[row]
+    seen_at = np.where(np.isfinite(y), np.arange(width)[None, :], -1)
+    np.maximum.accumulate(seen_at, axis=1, out=seen_at)
+    after_first = column >= 1
+    peak_at = np.where(after_first, seen_at[row, np.maximum(column - 1, 0)], -1)
+    reset_time = np.full((rows, most), np.nan)
+    peak = np.full((rows, most), np.nan)
+    peak_time = np.full((rows, most), np.nan)
+    reset_time[row, rank] = x[column]
+    peak[row, rank] = np.where(peak_at >= 0, y[row, np.maximum(peak_at, 0)], np.nan)
+    peak_time[row, rank] = np.where(after_first, x[np.maximum(peak_at, 0)], np.nan)
+    return reset_time, peak, peak_time
+
+
 def _cycles(x: FloatArray, y: FloatArray, resets: Resets,
             tooth: LinearPath) -> tuple[LinearPath, FloatArray]:
     """The peak envelope and the period of series with at least two resets."""
-    rows, width = y.shape
-    columns = np.arange(width)
-    filled = forward_fill(y)
-    seen_at = np.where(np.isfinite(y), columns[None, :], -1)
-    np.maximum.accumulate(seen_at, axis=1, out=seen_at)
-    peak = np.full((rows, width), np.nan)
-    peak_time = np.full((rows, width), np.nan)
-    peak[:, 1:] = np.where(resets.mask[:, 1:], filled[:, :-1], np.nan)
-    peak_time[:, 1:] = np.where(resets.mask[:, 1:], x[np.maximum(seen_at[:, :-1], 0)], np.nan)
-    reset_time = np.where(resets.mask, x[None, :], np.nan)
+    rows = y.shape[0]
+    reset_time, peak, peak_time = _reset_events(x, y, resets)
     with np.errstate(invalid="ignore", divide="ignore"):
         period = nanmedian_rows(reset_time - _previous(reset_time))
         rise = (peak - _previous(peak)) / (peak_time - _previous(peak_time))
@@ -187,7 +209,7 @@ def _cycles(x: FloatArray, y: FloatArray, resets: Resets,
     offsets = peak - env_slope[:, None] * peak_time
     env_level = nanmedian_rows(offsets)
     count = np.maximum(resets.count, 1)
-    env_scale = robust_scale_rows(offsets)
+    env_scale = MAD_TO_SIGMA * nanmedian_rows(np.abs(offsets - env_level[:, None]))
     env_scale = np.fmax(np.where(np.isfinite(env_scale), env_scale, 0.0),
                         tooth.sd_centre * np.sqrt(count))
     centre = nan_mean_rows(peak_time)

@@ -92,49 +92,21 @@ def run_holt(x: FloatArray, y: FloatArray, snapshots: Sequence[int], resets: Boo
     1 - φ_Δ² floored at α·β·(2 - α·β), its value for an undamped trend estimated over an
     effective 1/(α·β) steps).
     """
-    rows, width = y.shape
     combos = settings.alpha.size
     alpha = settings.alpha[:, None]
     trend = (settings.alpha * settings.beta)[:, None]
     decay = 1.0 / settings.persistence
-    damped = decay > 0
-    safe_decay = np.where(damped, decay, 1.0)
     diffs = np.diff(x)
     step = float(np.median(diffs)) if diffs.size else 1.0
     step = step if step > 0 else 1.0
     limit = CLIP * _noise_scale(y)[None, :]
-    level = np.full((combos, rows), np.nan)
-    slope = np.zeros((combos, rows))
-    abs_error = np.zeros((combos, rows))
-    counted = np.zeros((combos, rows))
-    wanted = {size: index for index, size in enumerate(snapshots)}
-    kept_level = np.full((len(snapshots), combos, rows), np.nan)
-    kept_slope = np.zeros((len(snapshots), combos, rows))
+    kept_level = np.full((len(snapshots), combos, y.shape[0]), np.nan)
+    kept_slope = np.zeros((len(snapshots), combos, y.shape[0]))
     with np.errstate(invalid="ignore", over="ignore"):
-        for i in range(width):
-            observed = y[:, i][None, :]
-            if i > 0:
-                gap = x[i] - x[i - 1]
-                keep = np.exp(-gap * decay)[:, None]
-                carry = np.where(damped, -np.expm1(-gap * decay) / safe_decay, gap)[:, None]
-                level = level + slope * carry
-                slope = slope * keep
-            error = observed - level
-            seen = np.isfinite(error)
-            clipped = np.clip(np.where(seen, error, 0.0), -limit, limit)
-            level = np.where(seen, level + alpha * clipped,
-                             np.where(np.isnan(level), observed, level))
-            slope = slope + trend * clipped / step
-            restart = resets[:, i][None, :]
-            if restart.any():
-                level = np.where(restart, observed, level)
-                slope = np.where(restart, 0.0, slope)
-            if i >= WARM_UP:
-                abs_error += np.abs(clipped)
-                counted += seen
-            if i + 1 in wanted:
-                kept_level[wanted[i + 1]] = level
-                kept_slope[wanted[i + 1]] = slope
+        abs_error, counted = _filter(_Filter(x=x, y=y, resets=resets, alpha=alpha, trend=trend,
+                                             decay=decay, step=step, limit=limit),
+                                     {size: index for index, size in enumerate(snapshots)},
+                                     kept_level, kept_slope)
     sigma_e = MEAN_ABS_TO_SIGMA * abs_error / np.maximum(counted, 1.0)
     keep_step = np.exp(-step * decay)[:, None]
     floor = trend * (2.0 - trend)
@@ -142,6 +114,84 @@ def run_holt(x: FloatArray, y: FloatArray, snapshots: Sequence[int], resets: Boo
     sd_slope = (trend * sigma_e / step) / np.sqrt(np.maximum(1.0 - keep_step**2, floor))
     return HoltStates(level=kept_level, slope=kept_slope, sd_level=sd_level,
                       sd_slope=sd_slope, decay=decay)
+
+
+@dataclass(frozen=True)
+class _Filter:
+    """The inputs of one ``run_holt`` pass: data (x (n,), y (S, n), resets (S, n)) and the
+    settings as columns (alpha, trend = α·β, (C, 1); decay κ (C,)), the median step Δ and
+    the clipping limit 3σ (1, S)."""
+
+    x: FloatArray
+    y: FloatArray
+    resets: BoolArray
+    alpha: FloatArray
+    trend: FloatArray
+    decay: FloatArray
+    step: float
+    limit: FloatArray
+
+
+def _filter(run: _Filter, wanted: dict[int, int], kept_level: FloatArray,
+            kept_slope: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The recursion of ``run_holt``, one step per time point, storing the state after
+    each prefix of ``wanted`` (size → index) into ``kept_level``/``kept_slope``; returns
+    Σ|ẽ| and the count of errors after the warm-up, per setting and series.
+
+    The loop runs n times over (C, S) arrays, so allocating them and reading y column by
+    column were most of its cost: y is transposed once, the per-step decay and carry are
+    computed for all steps at once (the same values as step by step), and every update
+    writes into buffers allocated here, in the order of the formulas (same results).
+    """
+    combos, rows = run.alpha.size, run.y.shape[0]
+    damped = run.decay > 0
+    gaps = np.diff(run.x)[:, None]
+    keeps = np.exp(-gaps * run.decay[None, :])
+    carries = np.where(damped[None, :],
+                       -np.expm1(-gaps * run.decay[None, :])
+                       / np.where(damped, run.decay, 1.0)[None, :], gaps)
+    by_time = np.ascontiguousarray(run.y.T)
+    restarts = np.ascontiguousarray(run.resets.T)
+    restart_at = np.asarray(restarts.any(axis=1), dtype=np.bool_)
+    low_limit = -run.limit
+    level = np.full((combos, rows), np.nan)
+    slope = np.zeros((combos, rows))
+    abs_error = np.zeros((combos, rows))
+    counted = np.zeros((combos, rows))
+    error = np.empty((combos, rows))
+    part = np.empty((combos, rows))
+    seen = np.empty((combos, rows), dtype=np.bool_)
+    unset = np.empty((combos, rows), dtype=np.bool_)
+    for i in range(by_time.shape[0]):
+        observed = by_time[i][None, :]
+        if i > 0:
+            np.multiply(slope, carries[i - 1][:, None], out=part)
+            np.add(level, part, out=level)
+            np.multiply(slope, keeps[i - 1][:, None], out=slope)
+        np.subtract(observed, level, out=error)
+        np.isfinite(error, out=seen)
+        np.copyto(error, 0.0, where=~seen)
+        clipped = np.minimum(np.maximum(error, low_limit, out=error), run.limit, out=error)
+        # Only a level still unset (no finite value yet) is NaN, and its error is unseen.
+        np.isnan(level, out=unset)
+        np.multiply(run.alpha, clipped, out=part)
+        np.add(level, part, out=part)
+        np.copyto(level, part, where=seen)
+        np.copyto(level, observed, where=unset)
+        np.multiply(run.trend, clipped, out=part)
+        np.divide(part, run.step, out=part)
+        np.add(slope, part, out=slope)
+        if restart_at[i]:
+            restart = restarts[i][None, :]
+            np.copyto(level, observed, where=restart)
+            np.copyto(slope, 0.0, where=restart)
+        if i >= WARM_UP:
+            abs_error += np.abs(clipped, out=part)
+            counted += seen
+        if i + 1 in wanted:
+            kept_level[wanted[i + 1]] = level
+            kept_slope[wanted[i + 1]] = slope
+    return abs_error, counted
 
 
 def _noise_scale(y: FloatArray) -> FloatArray:
