@@ -23,11 +23,13 @@ from monitoriza.config.schema import Config
 from monitoriza.exceptions import ConfigError
 from monitoriza.exporter.exposition import render
 from monitoriza.exporter.forecasts import (
+    BLOCK_SERIES,
     CYCLE_SECONDS,
     ForecastEngine,
     align,
     forecast_section,
     headroom,
+    run_forecast,
 )
 from tests.support.binaries import require_binary, wait_until
 from tests.support.clock import ManualClock
@@ -71,6 +73,14 @@ class TestAlign:
         assert times.tolist() == [100, 110, 120]
         assert values[0, 0] == 1 and math.isnan(values[0, 1]) and values[0, 2] == 3
         assert math.isnan(values[1, 1]) and values[1, 2] == math.inf
+
+    def test_a_bad_sample_costs_only_itself(self) -> None:
+        """A value that is not a number (a broken proxy, a hand-made answer) is a gap; the
+        rest of its series stays."""
+        _, values = align([{"values": [[100, "1"], [110, "oops"], [120, None]]},
+                           {"values": [[100, "2"], [120, "4"]]}], 100, 10, 3)
+        assert values[0, 0] == 1 and np.isnan(values[0, 1:]).all()
+        assert values[1].tolist()[::2] == [2, 4]
 
     def test_headroom(self) -> None:
         """Headroom is the share of the threshold still to go, never negative."""
@@ -155,6 +165,36 @@ def mounts(count: int) -> list[tuple[dict[str, str], float]]:
     """``count`` filesystems of one host, filling at different rates."""
     return [({"mountpoint": f"/srv/{index:02d}", "instance": "db-1:9100", "job": "node"},
              0.001 + 0.0005 * index) for index in range(count)]
+
+
+class TestBlocks:
+    def test_series_keep_their_labels_across_blocks(self) -> None:
+        """2,100 filesystems (three blocks of the exporter's conversion): each is published
+        with its own labels and its own time to failure, and the two that ended (no point in
+        the last steps: the answer stops early) are left out wherever their block is."""
+        count = 2 * BLOCK_SERIES + 52
+        ended = {700, 2090}
+
+        class Answer:
+            def custom_query_range(self, query: str, start_time: Any, end_time: Any,
+                                   step: str) -> list[dict[str, Any]]:
+                start, end = start_time.timestamp(), end_time.timestamp()
+                stamps = np.arange(start, end + 1, 60.0)
+                return [{"metric": {"mountpoint": f"/m/{index}"},
+                         "values": [[t, str(10 + 0.0001 * (index + 1) * (t - start))]
+                                    for t in (stamps[:-3] if index in ended else stamps)]}
+                        for index in range(count)]
+
+        spec = config(window="10m", max_series=count).forecasts["disk"]
+        result = run_forecast("disk", spec, Answer(), NOW)
+        published = {dict(item.labels)["mountpoint"]: item.median for item in result.forecasts}
+        assert len(published) == count - len(ended)
+        assert not {f"/m/{index}" for index in ended} & set(published)
+        for index in (20, BLOCK_SERIES - 1, BLOCK_SERIES, 2 * BLOCK_SERIES + 51):
+            # 90 units to go from the window's start at 0.0001·(index + 1) a second, 10 min
+            # of it gone by now: within the 24 h horizon
+            rate = 0.0001 * (index + 1)
+            assert published[f"/m/{index}"] == pytest.approx(90 / rate - 600, rel=0.01)
 
 
 class TestCoverageLevel:
