@@ -181,7 +181,7 @@ class TestBlocks:
                 start, end = start_time.timestamp(), end_time.timestamp()
                 stamps = np.arange(start, end + 1, 60.0)
                 return [{"metric": {"mountpoint": f"/m/{index}"},
-                         "values": [[t, str(10 + 0.0001 * (index + 1) * (t - start))]
+                         "values": [[t, str(10 + 0.00005 * (index + 1) * (t - start))]
                                     for t in (stamps[:-3] if index in ended else stamps)]}
                         for index in range(count)]
 
@@ -191,9 +191,9 @@ class TestBlocks:
         assert len(published) == count - len(ended)
         assert not {f"/m/{index}" for index in ended} & set(published)
         for index in (20, BLOCK_SERIES - 1, BLOCK_SERIES, 2 * BLOCK_SERIES + 51):
-            # 90 units to go from the window's start at 0.0001·(index + 1) a second, 10 min
+            # 90 units to go from the window's start at 0.00005·(index + 1) a second, 10 min
             # of it gone by now: within the 24 h horizon
-            rate = 0.0001 * (index + 1)
+            rate = 0.00005 * (index + 1)
             assert published[f"/m/{index}"] == pytest.approx(90 / rate - 600, rel=0.01)
 
 
