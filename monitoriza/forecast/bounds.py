@@ -28,15 +28,11 @@ Only rows whose largest residual can reach the threshold are computed (``reachab
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from monitoriza.forecast.robust import lag1_autocorrelation, nanmedian_rows, robust_scale_rows
-
-if TYPE_CHECKING:  # paths computes the bounds with this module's functions
-    from monitoriza.forecast.paths import LinearPath
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -59,8 +55,9 @@ class Noise:
         return Noise(self.residuals[rows], self.largest[rows], self.draws_per_second)
 
 
-def noise_of(x: FloatArray, y: FloatArray, line: LinearPath, first_column: IntArray) -> Noise:
-    """The residuals of (x, y) around ``line`` (level at x = 0) since each row's
+def noise_of(x: FloatArray, y: FloatArray, level: FloatArray, slope: FloatArray,
+             first_column: IntArray) -> Noise:
+    """The residuals of (x, y) around the line level + slope·x since each row's
     ``first_column`` (the first point after its last reset).
 
     Points before the last reset count too when they sit at the same level as the points
@@ -74,7 +71,7 @@ def noise_of(x: FloatArray, y: FloatArray, line: LinearPath, first_column: IntAr
     """
     columns = np.arange(x.size)
     since = columns[None, :] >= first_column[:, None]
-    fitted = line.level[:, None] + line.slope[:, None] * x[None, :]
+    fitted = level[:, None] + slope[:, None] * x[None, :]
     around_line = np.where(since, y - fitted, np.nan)
     level_after = nanmedian_rows(np.where(since, y, np.nan))
     with np.errstate(invalid="ignore"):

@@ -257,7 +257,7 @@ def _select(prep: _Prepared, rows: IntArray) -> _Selection:
     robust = fits["robust"][0]
     assert isinstance(robust, LinearPath)
     return _Selection(choice=choice.astype(np.intp), finals=finals,
-                      noise=noise_of(x, y, robust, resets.last))
+                      noise=noise_of(x, y, robust.level, robust.slope, resets.last))
 
 
 def time_to_failure(times: npt.ArrayLike, values: npt.ArrayLike, *, threshold: float,
