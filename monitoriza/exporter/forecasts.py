@@ -197,7 +197,7 @@ def fit_in_blocks(result: Sequence[Mapping[str, Any]], spec: ForecastSpec, start
     """Put the answer on the grid a block of ``BLOCK_SERIES`` series at a time, fitting each
     block in a thread while the next one is converted.
 
-    Converting Prometheus's text values holds the GIL (about 0.3 µs a value: 2.8 s for
+    Converting Prometheus's text values holds the GIL (about 0.3 µs a value: 2.6 s for
     10,000 series of 720 points), fitting mostly releases it, so the two overlap instead of
     adding up. Every series is fitted on its own, so blocks change no result.
     """

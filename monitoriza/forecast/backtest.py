@@ -134,9 +134,9 @@ def crossed_after(grid_times: npt.NDArray[np.float64], grid: npt.NDArray[np.floa
     ahead = int(horizon // step)
     result = np.full(ends.size, np.nan)
     for index, end in enumerate(ends):
-        later = np.flatnonzero(beyond[end + 1:end + 1 + ahead])
         if beyond[end]:
             continue
+        later = np.flatnonzero(beyond[end + 1:end + 1 + ahead])
         if later.size:
             result[index] = step * (later[0] + 1)
         elif end + ahead < grid.size:

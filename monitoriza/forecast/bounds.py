@@ -46,7 +46,7 @@ class Noise:
     """Each series' residuals around its level, and how many independent draws a second
     of future brings (1 / (s·τ))."""
 
-    residuals: FloatArray  # (S, n), NaN outside the points since the last reset
+    residuals: FloatArray  # (S, n), NaN where a point does not count (see noise_of)
     largest: FloatArray  # (S,) the largest residual, -inf for a row without any
     draws_per_second: float  # 1 / s; τ is per row, computed for reachable rows only
 

@@ -13,7 +13,8 @@ Two rates come out, and both are reported because each hides what the other show
   interval and the series fails, the failure is inside it that often.
 * ``all_rate``: inside / crossings, which also counts the crossings nothing in the window
   announced (a burst out of a flat series). Those are missed detections, which the frontier
-  (``frontier``) measures; no interval computed from the window can cover them.
+  (``frontier``) measures: an interval that covered them would have to put its lower
+  estimate within the horizon for the quiet series too.
 """
 
 from __future__ import annotations

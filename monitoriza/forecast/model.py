@@ -36,7 +36,9 @@ the false alarms on bursty series at no cost in recall on leaks.)
 
 Times to failure come from the chosen path (``paths.crossing_bounds``): median where the
 forecast mean crosses the threshold, lower (pessimistic) where mean + z·sd does, upper
-where mean - z·sd does, z = Φ⁻¹(quantile); np.inf when the crossing is beyond the horizon.
+where mean - z·sd does, z = Φ⁻¹(quantile), each widened by the samples' own noise around the
+robust line (``bounds``: the earlier lower and the later upper of the band's and of the
+samples' first passage); np.inf when the crossing is beyond the horizon.
 """
 
 from __future__ import annotations
@@ -270,8 +272,9 @@ def time_to_failure(times: npt.ArrayLike, values: npt.ArrayLike, *, threshold: f
     last time, and points after it are ignored. A series with fewer than 3 finite points
     gets np.inf (model "none"); one whose last finite value is at or beyond the threshold
     gets 0. ``lower`` and ``upper`` are the (1 - quantile) and quantile estimates of the
-    crossing time (with the default 0.9, an 80 % interval). Bad data never raises or warns;
-    a bad direction, threshold, horizon or quantile raises ValueError.
+    time the first sample crosses (with the default 0.9, an interval meant to hold 80 % of
+    the crossings it foresees: ``quantile_for``, docs/forecasting.md). Bad data never raises
+    or warns; a bad direction, threshold, horizon or quantile raises ValueError.
     """
     _check(threshold, direction, horizon, quantile)
     prep = _prepare(times, values, threshold, direction, now)

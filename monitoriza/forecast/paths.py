@@ -7,9 +7,9 @@ reaches the threshold. Values here are always oriented so that failure is *above
 threshold (``model.py`` negates series whose failure is below it).
 
 The band is a confidence band for the level the model tracks, not a band for single noisy
-samples: a time to failure, like ``predict_linear``, is about where the trend goes, and a
-sample-noise band would put the pessimistic estimate at 0 for every noisy series near its
-threshold.
+samples: a sample-noise band at every h would put the pessimistic estimate at 0 for every
+noisy series near its threshold. The samples' noise enters as the chance that *some* sample
+has reached the threshold by h (``bounds``), which ``crossing_bounds`` combines with the band.
 """
 
 from __future__ import annotations
