@@ -383,6 +383,7 @@ class TestForecastsPage:
         disk = html[html.index("<h2 style=\"margin-top:0\">disk"):]
         disk = disk[:disk.index("</svg>")]
         assert ">1h</td>" in disk and ">2h</td>" in disk and ">none in horizon</td>" in disk
+        assert "· coverage 80 %" in disk  # the level lower and upper are calibrated to
         assert "<polygon" in disk and "<polyline" in disk
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in disk
         assert "<script>" not in html
