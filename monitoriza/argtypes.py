@@ -4,6 +4,8 @@ into argparse's own error ("argument --rate: must be > 0")."""
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 from monitoriza.durations import parse_duration
 from monitoriza.exceptions import DurationError
@@ -43,3 +45,21 @@ def positive_float(value: str) -> float:
     if number <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return number
+
+
+def between(low: float, high: float, *, name: str,
+            inclusive: bool) -> Callable[[str], float]:
+    """A number from ``low`` to ``high`` (ends included or not): "not a NAME between LOW and
+    HIGH: '1.5'" otherwise."""
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        inside = low <= number <= high if inclusive else low < number < high
+        if not inside:
+            raise argparse.ArgumentTypeError(f"not a {name} between {low:g} and {high:g}: "
+                                             f"{value!r}")
+        return number
+
+    return parse

@@ -15,7 +15,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from monitoriza import __version__, logs
-from monitoriza.argtypes import duration, positive_duration, positive_float
+from monitoriza.argtypes import between, duration, positive_duration, positive_float
 from monitoriza.audit.commands import VerifyOptions, export_command, verify_command
 from monitoriza.config import load_config
 from monitoriza.config.schema import Config, ListenAddress
@@ -127,26 +127,9 @@ def cmd_forecast_backtest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _coverage(value: str) -> float:
-    """An interval level between 0.5 and 0.95, as ``forecasts.*.coverage`` takes."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not 0.5 <= number <= 0.95:
-        raise argparse.ArgumentTypeError(f"not a coverage between 0.5 and 0.95: {value!r}")
-    return number
-
-
-def _quantile(value: str) -> float:
-    """A quantile strictly between 0 and 1."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not 0.0 < number < 1.0:
-        raise argparse.ArgumentTypeError(f"not a quantile between 0 and 1: {value!r}")
-    return number
+# An interval level as forecasts.*.coverage takes it, and a quantile strictly inside (0, 1).
+_coverage = between(0.5, 0.95, name="coverage", inclusive=True)
+_quantile = between(0.0, 1.0, name="quantile", inclusive=False)
 
 
 def cmd_forecast_evaluate(args: argparse.Namespace) -> int:
