@@ -151,6 +151,9 @@ class TestBacktestCoverage:
         for step in crossed:
             hour = (int(step["timestamp"][11:13]) % 12) + int(step["timestamp"][14:16]) / 60
             assert step["crossed"] == pytest.approx((10.0 - hour) * HOUR, abs=STEP)
+        # At or over the threshold already: no forecast to score; the last hours: unknown.
+        assert all(step["crossed"] is None for step in steps if step["value"] >= 100)
+        assert steps[-1]["crossed"] is None
         coverage = summary["coverage"]
         assert coverage["stated"] == 0.8
         assert coverage["crossings"] == len(crossed)
