@@ -220,12 +220,25 @@ class Replica:
     directory: Path
 
     @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/v1/alerts"
+        """Where Alertmanager posts."""
+        return f"{self.base_url}/api/v1/alerts"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "monitoriza.yml"
 
 
-def start_replica(directory: Path, store_url: str) -> Replica:
-    """``monitoriza responder`` with intake.py's settings, on ``store_url``.
+def start_replica(directory: Path, store_url: str, *, threads: int = CLIENTS,
+                  services: dict[str, Any] | None = None,
+                  audit: dict[str, Any] | None = None,
+                  healing: dict[str, Any] | None = None) -> Replica:
+    """``monitoriza responder`` on ``store_url`` (intake.py's settings unless told otherwise;
+    storm.py adds its services, the sequencer switch and healing).
 
     The replicas of one configuration share the audit signing key and checkpoint file (in
     ``directory``'s parent), as replicas on one host would: the first creates the key.
@@ -234,17 +247,20 @@ def start_replica(directory: Path, store_url: str) -> Replica:
     directory.mkdir()
     port = free_port()
     (directory / "token").write_text(TOKEN)
-    config = directory / "monitoriza.yml"
-    config.write_text(yaml.safe_dump({"services": {}, "responder": {
-        "listen": f"127.0.0.1:{port}", "threads": CLIENTS,
-        "store_url": store_url,
+    responder: dict[str, Any] = {
+        "listen": f"127.0.0.1:{port}", "threads": threads, "store_url": store_url,
         "token_file": str(directory / "token"),
         "audit": {"signing_key_file": str(shared / "signing.pem"),
-                  "checkpoint_file": str(shared / "checkpoints.jsonl")}}}))
+                  "checkpoint_file": str(shared / "checkpoints.jsonl"), **(audit or {})}}
+    if healing is not None:
+        responder["healing"] = healing
+    config = directory / "monitoriza.yml"
+    config.write_text(yaml.safe_dump({"services": services or {}, "responder": responder}))
     with (directory / "responder.log").open("wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "monitoriza.cli", "responder",
                                     "--config", str(config)],
-                                   stdout=subprocess.DEVNULL, stderr=log)
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=log)
     return Replica(process, port, directory)
 
 

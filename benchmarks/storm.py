@@ -74,7 +74,7 @@ import psycopg
 import requests
 import yaml
 from intake import TOKEN
-from intake_scale import cpu_seconds, stop_process
+from intake_scale import Replica, cpu_seconds, start_replica, stop_process
 from pgserver import PostgresServer, free_port
 
 from monitoriza.audit.log import CHAIN_LOCK_KEY
@@ -127,52 +127,22 @@ def services(healing: bool) -> dict[str, Any]:
     return catalogue
 
 
-@dataclass
-class Replica:
-    process: subprocess.Popen[bytes]
-    port: int
-    directory: Path
-
-    @property
-    def config(self) -> Path:
-        return self.directory / "monitoriza.yml"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-def start_replica(directory: Path, store_url: str, *, sequencer: bool, sites: int,
-                  healing: bool) -> Replica:
+def start_storm_replica(directory: Path, store_url: str, *, sequencer: bool, sites: int,
+                        healing: bool) -> Replica:
     """``monitoriza responder`` on ``store_url`` with the cascade's services.
 
     The replicas of one configuration share the audit signing key, checkpoint file and kill
     switch path (in ``directory``'s parent), as replicas on one host would.
     """
     shared = directory.parent
-    directory.mkdir()
-    port = free_port()
-    (directory / "token").write_text(TOKEN)
-    config = directory / "monitoriza.yml"
-    config.write_text(yaml.safe_dump({"services": services(healing), "responder": {
-        "listen": f"127.0.0.1:{port}", "threads": RESPONDER_THREADS,
-        "store_url": store_url,
-        "token_file": str(directory / "token"),
-        "audit": {"signing_key_file": str(shared / "signing.pem"),
-                  "checkpoint_file": str(shared / "checkpoints.jsonl"),
-                  "sequencer": sequencer},
-        "healing": {"allowed_commands": ["/bin/true"],
-                    "kill_switch_file": str(shared / "kill-switch"),
-                    # Every site heals its redis at once; the global limit of running
-                    # actions would block some of them, and it is not what is measured.
-                    "max_concurrent_actions": max(4, sites)}}}))
-    log = directory / "responder.log"
-    with log.open("wb") as stream:
-        process = subprocess.Popen([sys.executable, "-m", "monitoriza.cli", "responder",
-                                    "--config", str(config)],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=stream)
-    return Replica(process, port, directory)
+    return start_replica(
+        directory, store_url, threads=RESPONDER_THREADS, services=services(healing),
+        audit={"sequencer": sequencer},
+        healing={"allowed_commands": ["/bin/true"],
+                 "kill_switch_file": str(shared / "kill-switch"),
+                 # Every site heals its redis at once; the global limit of running actions
+                 # would block some of them, and it is not what is measured.
+                 "max_concurrent_actions": max(4, sites)})
 
 
 @dataclass
@@ -197,7 +167,7 @@ def alertmanager_config(replica_urls: list[str], token_file: Path, *, sites: int
     replica's sites, as a load balancer with site affinity would send it."""
 
     def webhook(url: str) -> dict[str, Any]:
-        return {"url": f"{url}/api/v1/alerts", "send_resolved": True, "max_alerts": 0,
+        return {"url": url, "send_resolved": True, "max_alerts": 0,
                 "http_config": {"authorization": {"type": "Bearer",
                                                   "credentials_file": str(token_file)}}}
 
@@ -363,7 +333,7 @@ def wait_actions_finished(url: str) -> None:
 
 def lock_holds(replica: Replica) -> dict[tuple[str, str], float]:
     """``(hold_seconds|holds, lock) -> value`` from the replica's metrics."""
-    text = requests.get(f"{replica.url}/metrics", timeout=10).text
+    text = requests.get(f"{replica.base_url}/metrics", timeout=10).text
     return {(what, lock): float(value) for what, lock, value in _LOCK_SAMPLE.findall(text)}
 
 
@@ -424,12 +394,12 @@ def measure(name: str, directory: Path, url: str, server: PostgresServer, *,
     try:
         # The first replica creates the schema alone; the others then start together.
         for index in range(replicas):
-            started.append(start_replica(directory / f"replica-{index}", url,
-                                         sequencer=sequencer, sites=args.sites,
-                                         healing=not args.no_healing))
+            started.append(start_storm_replica(directory / f"replica-{index}", url,
+                                               sequencer=sequencer, sites=args.sites,
+                                               healing=not args.no_healing))
             if index == 0 or index == replicas - 1:
                 for replica in started:
-                    wait_http(f"{replica.url}/readyz", replica.process,
+                    wait_http(f"{replica.base_url}/readyz", replica.process,
                               replica.directory / "responder.log")
         manager = start_alertmanager(directory / "alertmanager",
                                      [replica.url for replica in started], sites=args.sites,
