@@ -24,11 +24,6 @@ MAX_AUTOCORRELATION = 0.95
 SORT_DEVIATIONS_UP_TO = 16_384  # values in a block below which a sort beats a bisection
 
 
-def sorted_rows(a: FloatArray) -> tuple[FloatArray, IntArray]:
-    """Each row sorted with its NaNs last, and the number of finite values per row."""
-    return np.sort(a, axis=1), np.sum(~np.isnan(a), axis=1)
-
-
 def quantile_of_sorted(ordered: FloatArray, counts: IntArray, q: float) -> FloatArray:
     """The q-quantile of each sorted row (linear interpolation), NaN for empty rows."""
     position = q * np.maximum(counts - 1, 0)

@@ -18,14 +18,13 @@ import numpy.typing as npt
 
 from monitoriza.forecast.paths import LinearPath, SawtoothPath
 from monitoriza.forecast.robust import (
-    MAD_TO_SIGMA,
     fit_line,
     forward_fill,
     nan_mean_rows,
     nanmedian_rows,
     quantile_of_sorted,
     robust_scale_rows,
-    sorted_rows,
+    sorted_finite_rows,
 )
 
 FloatArray = npt.NDArray[np.float64]
@@ -79,7 +78,7 @@ def find_resets(y: FloatArray) -> Resets:
         change = np.full((rows, width), np.nan)
         change[:, 1:] = np.where(np.isfinite(y[:, 1:]), y[:, 1:] - filled[:, :-1], np.nan)
         sigma = robust_scale_rows(change)
-        ordered, counts = sorted_rows(y)
+        ordered, counts = sorted_finite_rows(y)
         spread = quantile_of_sorted(ordered, counts, 0.95) - quantile_of_sorted(
             ordered, counts, 0.05)
         limit = np.maximum(RESET_SIGMAS * sigma, RESET_SHARE * spread)
@@ -209,7 +208,7 @@ def _cycles(x: FloatArray, y: FloatArray, resets: Resets,
     offsets = peak - env_slope[:, None] * peak_time
     env_level = nanmedian_rows(offsets)
     count = np.maximum(resets.count, 1)
-    env_scale = MAD_TO_SIGMA * nanmedian_rows(np.abs(offsets - env_level[:, None]))
+    env_scale = robust_scale_rows(offsets)
     env_scale = np.fmax(np.where(np.isfinite(env_scale), env_scale, 0.0),
                         tooth.sd_centre * np.sqrt(count))
     centre = nan_mean_rows(peak_time)
