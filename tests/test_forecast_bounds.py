@@ -151,6 +151,9 @@ class TestBacktestCoverage:
         for step in crossed:
             hour = (int(step["timestamp"][11:13]) % 12) + int(step["timestamp"][14:16]) / 60
             assert step["crossed"] == pytest.approx((10.0 - hour) * HOUR, abs=STEP)
+        # More than the 4 h horizon before the next crossing (hour 10 of each cycle): none.
+        early = [step for step in steps if int(step["timestamp"][11:13]) % 12 < 6]
+        assert early and all(step["crossed"] == "none" for step in early)
         # At or over the threshold already: no forecast to score; the last hours: unknown.
         assert all(step["crossed"] is None for step in steps if step["value"] >= 100)
         assert steps[-1]["crossed"] is None
@@ -166,8 +169,11 @@ class TestBacktestCoverage:
         csv = write_csv(tmp_path / "fill.csv", 10.0 * (hours % 12.0))
         assert main(["forecast", "backtest", "--csv", str(csv), "--threshold", "100",
                      "--direction", "above", "--horizon", "4h", "--step", "1h"]) == 0
-        last = capsys.readouterr().out.splitlines()[-1]
-        assert last.startswith("coverage: ") and "stated 80 %" in last
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[-1].startswith("coverage: ") and "stated 80 %" in lines[-1]
+        crossed = [line.split()[-1] for line in lines[1:-1]]  # the last column
+        assert {"none", "?"} <= set(crossed)  # none within the horizon; unknown at the end
+        assert crossed[-1] == "?"
 
     def test_coverage_out_of_range_is_a_usage_error(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
