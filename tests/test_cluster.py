@@ -245,7 +245,10 @@ def test_a_replica_killed_mid_action_is_taken_over_without_repeating_it(
     To make the replica die holding journal leases, the test holds a lock on ``alert_state``
     (the processing of every alert writes it) and pauses the other replica (SIGSTOP) while the
     victim claims the new alerts; the victim's uncommitted work dies with it."""
-    http_target.respond("/heal/slow", json_body={"ok": True}, delay=8.0)
+    # Slow enough that the kill always lands inside the call: the 3 s below plus the victim
+    # claiming the new alerts took over 5 s on a loaded machine, and an 8 s call had then
+    # finished. The handler wakes when the target closes, so a long delay costs nothing.
+    http_target.respond("/heal/slow", json_body={"ok": True}, delay=30.0)
     replicas = start_replicas(responder_process, tmp_path, 2, store_url=cluster_db,
                               target=http_target, path="/heal/slow", lease="2s")
 
